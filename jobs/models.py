@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Trigger(models.TextChoices):
+    CRON = "cron"
+    CLI = "cli"
+    ADMIN = "admin"
+    INTERNAL = "internal"
+
+
+class Status(models.TextChoices):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    PARTIAL = "partial"  # finished, but some items failed or the time budget ran out
+    FAILED = "failed"  # the job itself raised; see traceback
+    SKIPPED = "skipped"  # another run held the lock
+    ABANDONED = "abandoned"  # the process died mid-run; noticed by a later run
+
+
+class JobRun(models.Model):
+    """The ledger: one row per attempt to run a job, whatever started it."""
+
+    job = models.CharField(max_length=64)
+    trigger = models.CharField(max_length=16, choices=Trigger.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    counters = models.JSONField(default=dict, blank=True)
+    errors = models.JSONField(default=list, blank=True)
+    error_count = models.PositiveIntegerField(default=0)
+    traceback = models.TextField(blank=True)
+    lock_id = models.BigIntegerField()
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    origin = models.CharField(
+        max_length=255, blank=True, help_text="Who or what asked: host and process, or the HTTP caller."
+    )
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        permissions = [("run_job", "Can run a job now")]
+        indexes = [
+            models.Index(fields=["job", "-started_at"], name="jobrun_job_recent"),
+            models.Index(fields=["-started_at"], name="jobrun_recent"),
+            models.Index(fields=["job"], condition=Q(status="running"), name="jobrun_running"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=Status.values), name="jobrun_status_valid"),
+            models.CheckConstraint(condition=Q(trigger__in=Trigger.values), name="jobrun_trigger_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job} #{self.pk} ({self.status})"
+
+
+class JobLease(models.Model):
+    """A lock on databases without advisory locks (SQLite): see jobs/locks.py."""
+
+    lock_id = models.BigIntegerField(primary_key=True)
+    owner = models.CharField(max_length=64)
+    expires_at = models.DateTimeField()

@@ -1,0 +1,124 @@
+"""HTTP entry: /api/jobs/<name>, for Vercel Cron (GET + Bearer) and manual runs (POST + x-cron-secret)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+
+from django.conf import settings
+from django.db import DatabaseError
+from django.http import HttpRequest, JsonResponse
+from django.views import defaults
+from django.views.decorators.csrf import csrf_exempt
+
+from jobs.models import Trigger
+from jobs.registry import JOBS
+from jobs.runner import ParamError, parse_params, run_job
+
+logger = logging.getLogger("jobs")
+
+QUERY = {"shopId": "shop", "limit": "limit", "lockId": "lock_id", "dryRun": "dry_run"}
+QUERY_NAME = {canonical: name for name, canonical in QUERY.items()}
+
+
+def answer(body: dict[str, object], status: int = 200) -> JsonResponse:
+    response = JsonResponse(body, status=status)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@csrf_exempt  # the caller proves itself with a secret, not a cookie
+def run(request: HttpRequest, name: str) -> JsonResponse:
+    if request.method not in ("GET", "POST"):
+        response = answer({"error": "Method not allowed"}, 405)
+        response["Allow"] = "GET, POST"
+        return response
+    job = JOBS.get(name)
+    internal = job is not None and job.auth == "internal"
+    if denied := authenticate(request, internal=internal):
+        return denied
+    if job is None:
+        return answer({"error": "Unknown job"}, 404)
+    raw = {canonical: request.GET.get(name) for name, canonical in QUERY.items()}
+    if settings.PRODUCTION:
+        raw["lock_id"] = None  # as the reference's parseLockId: only the env var counts there
+    try:
+        params = parse_params(job, raw)
+        result = run_job(
+            job.name,
+            trigger=Trigger.INTERNAL if internal else Trigger.CRON,
+            params=params,
+            origin=caller(request),
+        )
+    except ParamError as error:
+        param = QUERY_NAME[error.param]
+        return answer({"error": f"{param}: {error.message}", "param": param}, error.status)
+    except DatabaseError:
+        logger.exception("database unavailable for job %s", job.name)
+        return answer({"error": "Database unavailable"}, 503)
+    return answer(result.body, result.http_status)
+
+
+def authenticate(request: HttpRequest, *, internal: bool) -> JsonResponse | None:
+    """None if the request carries the right secret, else the error to send.
+
+    Cron jobs take `Authorization: Bearer <CRON_SECRET>` (Vercel) or
+    `x-cron-secret: <CRON_SECRET>` (the reference pattern); internal jobs take
+    only `x-internal-secret: <INTERNAL_SECRET>`. Compared in constant time, on
+    digests so that not even the length shows.
+    """
+    setting = "INTERNAL_SECRET" if internal else "CRON_SECRET"
+    secret: str = getattr(settings, setting)
+    if not secret:
+        logger.error("%s is not configured", setting)
+        return answer({"error": f"{setting} not configured"}, 500)
+    if internal:
+        offered = [(request.headers.get("X-Internal-Secret"), secret)]
+    else:
+        offered = [
+            (request.headers.get("Authorization"), f"Bearer {secret}"),
+            (request.headers.get("X-Cron-Secret"), secret),
+        ]
+    if any(value is not None and _same(value, expected) for value, expected in offered):
+        return None
+    logger.warning("unauthorized job request: %s %s from %s", request.method, request.path[:100], caller(request))
+    return answer({"error": "Unauthorized"}, 401)
+
+
+def _same(given: str, expected: str) -> bool:
+    digest = hashlib.sha256
+    return hmac.compare_digest(
+        digest(given.encode("utf-8", "surrogateescape")).digest(), digest(expected.encode()).digest()
+    )
+
+
+def caller(request: HttpRequest) -> str:
+    forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
+    agent = request.headers.get("User-Agent", "")[:80]
+    return f"{agent or 'unknown agent'} from {forwarded or request.META.get('REMOTE_ADDR', '?')}"[:255]
+
+
+# Errors outside the view (bad host, unknown path, crash) answer JSON under /api/.
+def bad_request(request: HttpRequest, exception: Exception) -> object:
+    if request.path.startswith("/api/"):
+        return answer({"error": "Bad request"}, 400)
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied(request: HttpRequest, exception: Exception) -> object:
+    if request.path.startswith("/api/"):
+        return answer({"error": "Forbidden"}, 403)
+    return defaults.permission_denied(request, exception)
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> object:
+    if request.path.startswith("/api/"):
+        return answer({"error": "Not found"}, 404)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> object:
+    if request.path.startswith("/api/"):
+        return answer({"error": "Server error"}, 500)
+    return defaults.server_error(request)

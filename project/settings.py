@@ -1,0 +1,201 @@
+"""Settings, read from the environment in this one place (see env.example).
+
+A malformed value stops start-up with ImproperlyConfigured naming the variable.
+Values are never echoed back: some of them are secrets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env")  # optional, for local development
+
+T = TypeVar("T")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _read(name: str, parse: Callable[[str], T], default: T, expected: str) -> T:
+    """Parse one variable; unset or empty means the default."""
+    raw = env.str(name, default="").strip()
+    if not raw:
+        return default
+    try:
+        return parse(raw)
+    except (ValueError, KeyError, TypeError, ImproperlyConfigured):
+        raise ImproperlyConfigured(f"{name} must be {expected}.") from None
+
+
+def _bool(raw: str) -> bool:
+    if raw.lower() in _TRUE | _FALSE:
+        return raw.lower() in _TRUE
+    raise ValueError(raw)
+
+
+def _int(low: int, high: int = 2**63 - 1) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if not low <= value <= high:
+            raise ValueError(raw)
+        return value
+
+    return parse
+
+
+def _database(raw: str) -> dict[str, Any]:
+    config: dict[str, Any] = environ.Env.db_url_config(raw)
+    if config.get("ENGINE") not in (
+        "django.db.backends.sqlite3",
+        "django.db.backends.postgresql",
+    ):
+        raise ValueError("unsupported engine")
+    return config
+
+
+# Vercel sets VERCEL_ENV (production | preview | development) on its deployments.
+VERCEL_ENV = env.str("VERCEL_ENV", default="")
+PRODUCTION = VERCEL_ENV == "production"
+
+DEBUG = _read("DEBUG", _bool, not VERCEL_ENV, "true or false")
+
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+    SECRET_KEY = "django-insecure-local-development-only"
+
+ALLOWED_HOSTS = _read(
+    "ALLOWED_HOSTS",
+    lambda raw: [host.strip() for host in raw.split(",") if host.strip()],
+    ["localhost", "127.0.0.1", "[::1]", "testserver"] if DEBUG else [],
+    "a comma-separated list of host names",
+)
+# Vercel's own host names for this deployment, so cron requests are accepted.
+for _name in ("VERCEL_URL", "VERCEL_BRANCH_URL", "VERCEL_PROJECT_PRODUCTION_URL"):
+    if _host := env.str(_name, default=""):
+        ALLOWED_HOSTS.append(_host)
+
+DATABASES = {
+    "default": _read(
+        "DATABASE_URL",
+        _database,
+        {"ENGINE": "django.db.backends.sqlite3", "NAME": str(BASE_DIR / "db.sqlite3")},
+        "a database URL: sqlite:///path/to/file.sqlite3 or postgres://user:pass@host:port/name",
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {
+        # Writers queue instead of failing at once; WAL lets readers run beside them.
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    # A file, not memory, so that tests can share it with real subprocesses.
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".test.sqlite3")}
+
+# Jobs and their schedules live in jobs/registry.py; these are their knobs.
+CRON_SECRET = env.str("CRON_SECRET", default="")
+INTERNAL_SECRET = env.str("INTERNAL_SECRET", default="")
+RECOMPUTE_SCORES_WINDOW_DAYS = _read(
+    "RECOMPUTE_SCORES_WINDOW_DAYS", _int(1, 3650), 180, "a whole number of days from 1 to 3650"
+)
+RESOLVE_OUTCOMES_GRACE_MINUTES = _read(
+    "RESOLVE_OUTCOMES_GRACE_MINUTES", _int(0, 10080), 60, "a whole number of minutes from 0 to 10080"
+)
+OFFER_TTL_MINUTES = _read("OFFER_TTL_MINUTES", _int(1, 10080), 15, "a whole number of minutes from 1 to 10080")
+JOB_RUNS_RETENTION_DAYS = _read("JOB_RUNS_RETENTION_DAYS", _int(1, 36500), 90, "a whole number of days >= 1")
+JOBS_TIME_BUDGET_SECONDS = _read(
+    "JOBS_TIME_BUDGET_SECONDS", _int(1, 86400), 240, "a whole number of seconds from 1 to 86400"
+)
+JOBS_LEASE_SECONDS = _read("JOBS_LEASE_SECONDS", _int(1, 86400), 900, "a whole number of seconds from 1 to 86400")
+if JOBS_LEASE_SECONDS <= JOBS_TIME_BUDGET_SECONDS:
+    raise ImproperlyConfigured("JOBS_LEASE_SECONDS must be longer than JOBS_TIME_BUDGET_SECONDS.")
+
+_LOCK_ID = "an integer in PostgreSQL's bigint range"
+RESOLVE_OUTCOMES_LOCK_ID = _read("RESOLVE_OUTCOMES_LOCK_ID", _int(-(2**63)), None, _LOCK_ID)
+EXPIRE_OFFERS_LOCK_ID = _read("EXPIRE_OFFERS_LOCK_ID", _int(-(2**63)), None, _LOCK_ID)
+RECOMPUTE_SCORES_LOCK_ID = _read("RECOMPUTE_SCORES_LOCK_ID", _int(-(2**63)), None, _LOCK_ID)
+OFFER_LOOP_LOCK_ID = _read("OFFER_LOOP_LOCK_ID", _int(-(2**63)), None, _LOCK_ID)
+PRUNE_JOB_RUNS_LOCK_ID = _read("PRUNE_JOB_RUNS_LOCK_ID", _int(-(2**63)), None, _LOCK_ID)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "scoring",
+    "jobs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "project.urls"
+WSGI_APPLICATION = "project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"jobs": {"handlers": ["console"], "level": "INFO"}},
+}
+
+if not DEBUG:
+    # Vercel terminates TLS and forwards the scheme.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    # Vercel Cron does not follow redirects: the job endpoints must answer directly.
+    SECURE_REDIRECT_EXEMPT = [r"^api/"]
+    SECURE_HSTS_SECONDS = _read("SECURE_HSTS_SECONDS", _int(0), 31536000, "a whole number of seconds")
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True

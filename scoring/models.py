@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+
+LATE_CANCEL_WINDOW = timedelta(hours=24)
+
+
+class Outcome(models.TextChoices):
+    PENDING = "pending"
+    ATTENDED = "attended"
+    NO_SHOW = "no_show", "No-show"
+    LATE_CANCEL = "late_cancel", "Late cancel"
+    CANCELLED = "cancelled"
+
+
+class Tier(models.TextChoices):
+    NEW = "new"
+    RELIABLE = "reliable"
+    WATCH = "watch"
+    RISKY = "risky"
+
+
+def cancellation_outcome(starts_at: datetime, cancelled_at: datetime) -> Outcome:
+    """Cancelling less than 24 h before the start (or after it) is a late cancel."""
+    if starts_at - cancelled_at < LATE_CANCEL_WINDOW:
+        return Outcome.LATE_CANCEL
+    return Outcome.CANCELLED
+
+
+class Shop(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Customer(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="customers")
+    name = models.CharField(max_length=200)
+    email = models.EmailField(blank=True)
+    phone = models.CharField(max_length=40, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Appointment(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="appointments")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="appointments")
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    checked_in_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.PENDING)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-starts_at"]
+        indexes = [
+            # recompute-scores: one customer's window, read from the index alone.
+            models.Index(fields=["customer", "starts_at", "outcome"], name="appt_customer_window"),
+            # resolve-outcomes: the oldest finished appointments still pending.
+            models.Index(fields=["ends_at"], condition=Q(outcome="pending"), name="appt_pending_by_end"),
+            models.Index(fields=["shop", "starts_at"], name="appt_shop_start"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(outcome__in=Outcome.values), name="appt_outcome_valid"
+            ),
+            models.CheckConstraint(condition=Q(ends_at__gt=F("starts_at")), name="appt_ends_after_start"),
+            models.CheckConstraint(
+                condition=~Q(outcome__in=[Outcome.LATE_CANCEL, Outcome.CANCELLED])
+                | Q(cancelled_at__isnull=False),
+                name="appt_cancel_outcome_has_time",
+            ),
+            models.CheckConstraint(
+                condition=Q(outcome=Outcome.PENDING, resolved_at__isnull=True)
+                | (~Q(outcome=Outcome.PENDING) & Q(resolved_at__isnull=False)),
+                name="appt_resolved_iff_not_pending",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer} at {self.starts_at:%Y-%m-%d %H:%M}"
+
+    def clean(self) -> None:
+        if self.customer_id and self.shop_id and self.customer.shop_id != self.shop_id:
+            raise ValidationError({"customer": "The customer belongs to another shop."})
+
+
+class CustomerScore(models.Model):
+    """Derived data: written only by the recompute-scores job."""
+
+    customer = models.OneToOneField(
+        Customer, on_delete=models.CASCADE, primary_key=True, related_name="score"
+    )
+    shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="scores")
+    score = models.PositiveSmallIntegerField()
+    tier = models.CharField(max_length=16, choices=Tier.choices)
+    attended = models.PositiveIntegerField()
+    no_shows = models.PositiveIntegerField()
+    late_cancels = models.PositiveIntegerField()
+    cancellations = models.PositiveIntegerField()
+    last_appointment_at = models.DateTimeField(null=True, blank=True)
+    window_days = models.PositiveSmallIntegerField()
+    computed_at = models.DateTimeField(help_text="The run whose result last changed this row.")
+
+    class Meta:
+        indexes = [models.Index(fields=["shop", "-score"], name="score_shop_rank")]
+        constraints = [
+            models.CheckConstraint(condition=Q(score__gte=0, score__lte=100), name="score_in_range"),
+            models.CheckConstraint(condition=Q(tier__in=Tier.values), name="score_tier_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id}: {self.score} ({self.tier})"
