@@ -214,14 +214,11 @@ def _resume_point(job: Job, run: JobRun, params: Params) -> uuid.UUID | None:
 
 def _mark_abandoned(run: JobRun) -> None:
     noticed = timezone.now()
-    count = (
-        JobRun.objects.filter(job=run.job, status=Status.RUNNING, id__lt=run.pk)
-        .update(
-            status=Status.ABANDONED,
-            finished_at=noticed,
-            errors=[f"abandoned: its process died mid-run; noticed by run #{run.pk}"],
-            error_count=1,
-        )
+    count = JobRun.objects.filter(job=run.job, status=Status.RUNNING, id__lt=run.pk).update(
+        status=Status.ABANDONED,
+        finished_at=noticed,
+        errors=[f"abandoned: its process died mid-run; noticed by run #{run.pk}"],
+        error_count=1,
     )
     if count:
         logger.warning("job %s: marked %d dead run(s) abandoned", run.job, count)

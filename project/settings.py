@@ -96,7 +96,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         # Writers queue instead of failing at once; WAL lets readers run beside them.
         "timeout": 20,
         "transaction_mode": "IMMEDIATE",
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-65536;",
     }
     # A file, not memory, so that tests can share it with real subprocesses.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".test.sqlite3")}

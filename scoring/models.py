@@ -82,13 +82,10 @@ class Appointment(models.Model):
             models.Index(fields=["shop", "starts_at"], name="appt_shop_start"),
         ]
         constraints = [
-            models.CheckConstraint(
-                condition=Q(outcome__in=Outcome.values), name="appt_outcome_valid"
-            ),
+            models.CheckConstraint(condition=Q(outcome__in=Outcome.values), name="appt_outcome_valid"),
             models.CheckConstraint(condition=Q(ends_at__gt=F("starts_at")), name="appt_ends_after_start"),
             models.CheckConstraint(
-                condition=~Q(outcome__in=[Outcome.LATE_CANCEL, Outcome.CANCELLED])
-                | Q(cancelled_at__isnull=False),
+                condition=~Q(outcome__in=[Outcome.LATE_CANCEL, Outcome.CANCELLED]) | Q(cancelled_at__isnull=False),
                 name="appt_cancel_outcome_has_time",
             ),
             models.CheckConstraint(
@@ -109,9 +106,7 @@ class Appointment(models.Model):
 class CustomerScore(models.Model):
     """Derived data: written only by the recompute-scores job."""
 
-    customer = models.OneToOneField(
-        Customer, on_delete=models.CASCADE, primary_key=True, related_name="score"
-    )
+    customer = models.OneToOneField(Customer, on_delete=models.CASCADE, primary_key=True, related_name="score")
     shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="scores")
     score = models.PositiveSmallIntegerField()
     tier = models.CharField(max_length=16, choices=Tier.choices)

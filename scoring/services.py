@@ -69,9 +69,7 @@ def recompute_scores(
         )
         upper = boundary[0] if boundary else _LAST
         with item(errors, f"customers {after}..{upper}"):
-            batch = customers.filter(id__gt=after, id__lte=upper).aggregate(
-                total=Count("id"), existing=Count("score")
-            )
+            batch = customers.filter(id__gt=after, id__lte=upper).aggregate(total=Count("id"), existing=Count("score"))
             written = _upsert_scores(after, upper, shop, now)
             created = batch["total"] - batch["existing"]
             counters["total"] += batch["total"]

@@ -32,7 +32,7 @@ class Command(BaseCommand):
         if options["customers"] < options["shops"]:
             raise CommandError("--customers must be at least --shops", returncode=2)
         if options["reset"]:
-            Shop.objects.all().delete()
+            demo.reset()
         elif (shops := Shop.objects.count()) > 0:
             self.stdout.write(f"Demo data already present ({shops} shops); use --reset to start over.")
             return
