@@ -66,3 +66,6 @@ class JobLease(models.Model):
     lock_id = models.BigIntegerField(primary_key=True)
     owner = models.CharField(max_length=64)
     expires_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"lock {self.lock_id} held by {self.owner} until {self.expires_at:%Y-%m-%d %H:%M:%S}"

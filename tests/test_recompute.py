@@ -149,8 +149,8 @@ def test_stored_scores_equal_the_pure_rule_over_random_histories(histories):
                 make.appointment(customer, starts_at, outcome)
                 if NOW - WINDOW <= starts_at < NOW and outcome != Outcome.PENDING:
                     counts[outcome] += 1
-            a, n, l = counts[Outcome.ATTENDED], counts[Outcome.NO_SHOW], counts[Outcome.LATE_CANCEL]
-            expected[customer.pk] = (*score_for(a, n, l), a, n, l, counts[Outcome.CANCELLED])
+            scored = counts[Outcome.ATTENDED], counts[Outcome.NO_SHOW], counts[Outcome.LATE_CANCEL]
+            expected[customer.pk] = (*score_for(*scored), *scored, counts[Outcome.CANCELLED])
         recompute_scores(now=NOW, shop=shop.pk, batch_size=4)
         got = {
             row[0]: row[1:]
