@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from jobs.models import JobRun, Status, Trigger
+from jobs.retention import prune_job_runs
+
+pytestmark = pytest.mark.django_db
+
+
+def runs(job: str, days_ago: int, count: int = 1, status: Status = Status.SUCCEEDED) -> list[JobRun]:
+    started_at = timezone.now() - timedelta(days=days_ago)
+    return JobRun.objects.bulk_create(
+        JobRun(job=job, trigger=Trigger.CRON, status=status, started_at=started_at, lock_id=1) for _ in range(count)
+    )
+
+
+def test_it_deletes_old_runs_in_batches_and_keeps_recent_running_and_latest_ones(settings):
+    settings.JOB_RUNS_RETENTION_DAYS = 90
+    old = runs("recompute-scores", 100, count=25)
+    recent = runs("recompute-scores", 10)
+    stuck = runs("expire-offers", 200, status=Status.RUNNING)
+    only_old = runs("resolve-outcomes", 300, count=3)  # the latest of these stays
+
+    counters = prune_job_runs(now=timezone.now(), batch_size=10)
+
+    assert counters == {"deleted": 27, "remaining": 0, "errors": []}
+    left = set(JobRun.objects.values_list("id", flat=True))
+    assert left == {recent[0].id, stuck[0].id, only_old[-1].id}
+    assert not left & {run.id for run in old}
+
+
+def test_it_stops_at_the_deadline_and_says_how_many_remain():
+    runs("recompute-scores", 400, count=5)
+    runs("recompute-scores", 1)
+    counters = prune_job_runs(now=timezone.now(), deadline=0.0)
+    assert counters == {"deleted": 0, "remaining": 5, "errors": []}
