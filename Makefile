@@ -1,4 +1,4 @@
-# make demo   set up .venv, migrate the SQLite default, seed demo data once, run recompute-scores
+# make demo   set up .venv, migrate the SQLite default, seed demo data once, run the jobs in their nightly order
 # make test   set up .venv, run the whole test suite (SQLite, or PostgreSQL when DATABASE_URL says so)
 # make lint   ruff
 # make bench  the recompute benchmark against PostgreSQL (see README, Performance)
@@ -17,7 +17,10 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 demo: $(BIN)/.installed
 	$(BIN)/python manage.py migrate --verbosity 0
 	$(BIN)/python manage.py seed_demo
+	$(BIN)/python manage.py resolve_outcomes
 	$(BIN)/python manage.py recompute_scores
+	$(BIN)/python manage.py offer_loop
+	$(BIN)/python manage.py expire_offers
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest

@@ -39,11 +39,33 @@ JOBS: dict[str, Job] = {
     job.name: job
     for job in [
         Job(
+            name="resolve-outcomes",
+            lock_id=482173,
+            func=services.resolve_outcomes,
+            schedule="0 0 * * *",
+            description="Give finished appointments their outcome (attended, no-show, cancellations).",
+        ),
+        Job(
+            name="expire-offers",
+            lock_id=482174,
+            func=services.expire_offers,
+            schedule="*/5 * * * *",
+            description="Expire unanswered slot offers and offer those slots to the next in line.",
+        ),
+        Job(
             name="recompute-scores",
             lock_id=482175,
             func=services.recompute_scores,
             schedule="0 2 * * *",
-            description="Recompute every customer's reliability score from the last 180 days.",
+            description="Recompute every customer's reliability score over the scoring window.",
+        ),
+        Job(
+            name="offer-loop",
+            lock_id=482176,
+            func=services.offer_loop,
+            schedule=None,
+            auth="internal",
+            description="Offer each open slot to the best-ranked waiting customer (called by the app).",
         ),
         Job(
             name="prune-job-runs",

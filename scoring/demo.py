@@ -18,6 +18,8 @@ from scoring.models import (
     CustomerScore,
     Outcome,
     Shop,
+    SlotOffer,
+    WaitlistEntry,
     cancellation_outcome,
 )
 
@@ -39,12 +41,15 @@ def seed(*, shops: int, customers: int, appointments: int, seed: int, now: datet
         _insert(Shop, ({"id": shop_id, "name": _shop_name(i), "created_at": now} for i, shop_id in enumerate(shop_ids)))
         _insert(Customer, _customers(rng, people, now))
         _insert(Appointment, _appointments(rng, people, appointments, now))
-    return {"shops": shops, "customers": customers, "appointments": appointments}
+        waiting = rng.sample(people, k=max(1, customers // 10))
+        _insert(WaitlistEntry, _waitlist(rng, waiting, now))
+        _unanswered_offers(now)
+    return {"shops": shops, "customers": customers, "appointments": appointments, "waitlist entries": len(waiting)}
 
 
 def reset() -> None:
     """Delete all domain data, dependents first, so each delete is one statement."""
-    for model in (CustomerScore, Appointment, Customer, Shop):
+    for model in (SlotOffer, WaitlistEntry, CustomerScore, Appointment, Customer, Shop):
         model.objects.all().delete()
 
 
@@ -104,6 +109,24 @@ def _customers(rng: random.Random, people: list[Person], now: datetime) -> Itera
             "phone": f"+44 7700 {rng.randrange(900000):06d}" if rng.random() < 0.6 else "",
             "created_at": now - timedelta(days=400),
         }
+
+
+def _unanswered_offers(now: datetime, count: int = 5) -> None:
+    """A few offers that ran out unanswered a moment ago, for expire-offers to pass on."""
+    slots = Appointment.objects.filter(cancelled_at__isnull=False, starts_at__gt=now).order_by("starts_at", "id")
+    for slot in slots[:count]:
+        entry = WaitlistEntry.objects.filter(shop_id=slot.shop_id).exclude(customer_id=slot.customer_id).first()
+        if entry is not None:
+            SlotOffer.objects.create(
+                slot=slot, entry=entry, customer_id=entry.customer_id,
+                offered_at=now - timedelta(minutes=20), expires_at=now - timedelta(minutes=5),
+            )  # fmt: skip
+
+
+def _waitlist(rng: random.Random, waiting: list[Person], now: datetime) -> Iterator[Row]:
+    for customer_id, shop_id, _ in waiting:
+        since = now - timedelta(days=rng.randrange(30), minutes=rng.randrange(1440))
+        yield {"id": _uuid(rng), "shop_id": shop_id, "customer_id": customer_id, "created_at": since}
 
 
 def _appointments(rng: random.Random, people: list[Person], count: int, now: datetime) -> Iterator[Row]:

@@ -127,3 +127,64 @@ class CustomerScore(models.Model):
 
     def __str__(self) -> str:
         return f"{self.customer_id}: {self.score} ({self.tier})"
+
+
+class WaitlistEntry(models.Model):
+    """A customer waiting for a freed slot at a shop; closed when they accept one."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="waitlist")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="waitlist_entries")
+    created_at = models.DateTimeField(default=timezone.now, help_text="Waiting since; breaks ties in the ranking.")
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "waitlist entries"
+        ordering = ["created_at"]
+        indexes = [
+            models.Index(fields=["shop", "created_at"], condition=Q(closed_at__isnull=True), name="waitlist_open")
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["shop", "customer"], condition=Q(closed_at__isnull=True), name="waitlist_one_open_per_customer"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer} waiting at {self.shop}"
+
+
+class OfferStatus(models.TextChoices):
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+    EXPIRED = "expired"
+
+
+class SlotOffer(models.Model):
+    """A freed slot (a cancelled appointment still in the future) offered to one waiting customer."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    slot = models.ForeignKey(Appointment, on_delete=models.CASCADE, related_name="offers")
+    entry = models.ForeignKey(WaitlistEntry, on_delete=models.CASCADE, related_name="offers")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="offers")
+    status = models.CharField(max_length=16, choices=OfferStatus.choices, default=OfferStatus.PENDING)
+    offered_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    responded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-offered_at"]
+        indexes = [models.Index(fields=["expires_at"], condition=Q(status="pending"), name="offer_pending_by_expiry")]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=OfferStatus.values), name="offer_status_valid"),
+            # Never to two customers at once, never twice to one customer, taken at most once.
+            models.UniqueConstraint(fields=["slot"], condition=Q(status="pending"), name="offer_one_pending_per_slot"),
+            models.UniqueConstraint(fields=["slot", "customer"], name="offer_once_per_customer"),
+            models.UniqueConstraint(
+                fields=["slot"], condition=Q(status="accepted"), name="offer_one_accepted_per_slot"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.slot} offered to {self.customer} ({self.status})"

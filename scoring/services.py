@@ -9,15 +9,28 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import defaultdict
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TypedDict
 
 from django.conf import settings
-from django.db import connection
-from django.db.models import Count
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db.models import Case, Count, IntegerField, Value, When
+from django.db.models.functions import Coalesce
 
 from jobs.items import item
-from scoring.models import Appointment, Customer, CustomerScore, Outcome, Tier
+from scoring.models import (
+    Appointment,
+    Customer,
+    CustomerScore,
+    OfferStatus,
+    Outcome,
+    SlotOffer,
+    Tier,
+    WaitlistEntry,
+    cancellation_outcome,
+)
 
 BATCH_SIZE = 5000  # customers per statement: bounded work, constant memory
 _FIRST = uuid.UUID(int=0)
@@ -155,3 +168,178 @@ def _upsert_sql(vendor: str, *, by_shop: bool) -> str:
            OR {scores}.shop_id <> excluded.shop_id
            OR {scores}.last_appointment_at {null_safe_differs} excluded.last_appointment_at
     """
+
+
+class ResolveCounters(TypedDict):
+    total: int
+    resolved: int
+    skipped: int
+    backfilled: int
+    remaining: int
+    errors: list[str]
+
+
+def resolve_outcomes(*, now: datetime, limit: int = 200) -> ResolveCounters:
+    """Give the oldest `limit` finished, still pending appointments their outcome.
+
+    Cancelled ones become late_cancel or cancelled (`backfilled`); checked-in
+    ones attended, the rest no_show (`resolved`). Each outcome is one UPDATE
+    that only touches rows still pending, so an overlapping run or a re-run
+    never resolves a row twice: rows changed meanwhile count as `skipped`.
+    """
+    grace = timedelta(minutes=settings.RESOLVE_OUTCOMES_GRACE_MINUTES)
+    due = Appointment.objects.filter(outcome=Outcome.PENDING, ends_at__lt=now - grace)
+    batch = due.order_by("ends_at", "id").values_list("id", "starts_at", "checked_in_at", "cancelled_at")[:limit]
+    by_outcome: dict[Outcome, list[uuid.UUID]] = defaultdict(list)
+    for pk, starts_at, checked_in_at, cancelled_at in batch:
+        by_outcome[outcome_of(starts_at, checked_in_at, cancelled_at)].append(pk)
+
+    counters = ResolveCounters(total=0, resolved=0, skipped=0, backfilled=0, remaining=0, errors=[])
+    failed = 0
+    for outcome, ids in by_outcome.items():
+        done, broken = _resolve(ids, outcome, now, counters["errors"])
+        counters["backfilled" if outcome in (Outcome.LATE_CANCEL, Outcome.CANCELLED) else "resolved"] += done
+        counters["total"] += len(ids)
+        failed += broken
+    counters["skipped"] = counters["total"] - counters["resolved"] - counters["backfilled"] - failed
+    counters["remaining"] = due.count()
+    return counters
+
+
+def outcome_of(starts_at: datetime, checked_in_at: datetime | None, cancelled_at: datetime | None) -> Outcome:
+    if cancelled_at is not None:
+        return cancellation_outcome(starts_at, cancelled_at)
+    return Outcome.ATTENDED if checked_in_at is not None else Outcome.NO_SHOW
+
+
+def _resolve(ids: list[uuid.UUID], outcome: Outcome, now: datetime, errors: list[str]) -> tuple[int, int]:
+    """One UPDATE for all; if it fails, row by row, so only the bad row is lost. Returns (updated, failed)."""
+    pending = Appointment.objects.filter(outcome=Outcome.PENDING)
+    try:
+        with transaction.atomic():
+            return pending.filter(id__in=ids).update(outcome=outcome, resolved_at=now), 0
+    except DatabaseError:
+        pass  # find the row that breaks it, below
+    updated = failed = 0
+    for pk in ids:
+        before = len(errors)
+        with item(errors, f"appointment {pk}"):
+            updated += pending.filter(pk=pk).update(outcome=outcome, resolved_at=now)
+        failed += len(errors) > before
+    return updated, failed
+
+
+class OfferCounters(TypedDict):
+    total: int
+    offered: int
+    exhausted: int
+    skipped: int
+    errors: list[str]
+
+
+def offer_loop(
+    *, now: datetime, shop: uuid.UUID | None = None, limit: int = 200, slots: Iterable[uuid.UUID] | None = None
+) -> OfferCounters:
+    """Offer each open slot without a pending offer to the best-ranked waiting customer.
+
+    A slot is open while it is a cancelled appointment still in the future that
+    nobody has accepted. Ranking: highest score first, `risky` tier last,
+    then the longest wait. The database enforces that a slot has at most one
+    pending offer and is never offered to the same customer twice, so an
+    overlapping run at worst `skipped`s a slot. `exhausted`: nobody left to ask.
+    """
+    open_slots = Appointment.objects.filter(cancelled_at__isnull=False, starts_at__gt=now).exclude(
+        offers__status__in=[OfferStatus.PENDING, OfferStatus.ACCEPTED]
+    )
+    if shop is not None:
+        open_slots = open_slots.filter(shop_id=shop)
+    if slots is not None:
+        open_slots = open_slots.filter(id__in=list(slots))
+    counters = OfferCounters(total=0, offered=0, exhausted=0, skipped=0, errors=[])
+    for slot in open_slots.order_by("starts_at", "id")[:limit]:
+        counters["total"] += 1
+        with item(counters["errors"], f"slot {slot.pk}"):
+            counters[_offer(slot, now)] += 1  # type: ignore[literal-required]
+    return counters
+
+
+def _offer(slot: Appointment, now: datetime) -> str:
+    entry = next_in_line(slot)
+    if entry is None:
+        return "exhausted"
+    try:
+        with transaction.atomic():
+            SlotOffer.objects.create(
+                slot=slot,
+                entry=entry,
+                customer_id=entry.customer_id,
+                offered_at=now,
+                expires_at=now + timedelta(minutes=settings.OFFER_TTL_MINUTES),
+            )
+    except IntegrityError:
+        return "skipped"  # another run offered this slot first
+    return "offered"
+
+
+def next_in_line(slot: Appointment) -> WaitlistEntry | None:
+    """The open waitlist entry that should get this slot next, or None."""
+    return (
+        WaitlistEntry.objects.filter(shop_id=slot.shop_id, closed_at__isnull=True)
+        .exclude(customer_id=slot.customer_id)
+        .exclude(customer__offers__slot=slot)
+        .annotate(
+            risky=Case(
+                When(customer__score__tier=Tier.RISKY, then=Value(1)), default=Value(0), output_field=IntegerField()
+            ),
+            rank=Coalesce("customer__score__score", Value(50)),
+        )
+        .order_by("risky", "-rank", "created_at", "id")
+        .first()
+    )
+
+
+class ExpireCounters(TypedDict):
+    total: int
+    expired: int
+    offered: int
+    errors: list[str]
+
+
+def expire_offers(*, now: datetime, limit: int = 200) -> ExpireCounters:
+    """Expire pending offers past their time, then offer those slots to the next in line."""
+    due = SlotOffer.objects.filter(status=OfferStatus.PENDING, expires_at__lte=now)
+    batch = list(due.order_by("expires_at", "id").values_list("id", "slot_id")[:limit])
+    expired = SlotOffer.objects.filter(id__in=[pk for pk, _ in batch], status=OfferStatus.PENDING).update(
+        status=OfferStatus.EXPIRED, responded_at=now
+    )
+    next_offers = offer_loop(now=now, slots={slot for _, slot in batch}, limit=limit)
+    return ExpireCounters(
+        total=len(batch), expired=expired, offered=next_offers["offered"], errors=next_offers["errors"]
+    )
+
+
+class OfferClosed(Exception):
+    """The offer was answered, withdrawn or expired before this answer."""
+
+
+def respond_to_offer(offer_id: uuid.UUID, *, accept: bool, now: datetime) -> SlotOffer:
+    """A customer's answer. Accepting books them into the slot and closes their wait;
+    declining passes the slot to the next in line at once."""
+    with transaction.atomic():
+        answered = SlotOffer.objects.filter(pk=offer_id, status=OfferStatus.PENDING, expires_at__gt=now).update(
+            status=OfferStatus.ACCEPTED if accept else OfferStatus.DECLINED, responded_at=now
+        )
+        if not answered:
+            raise OfferClosed(offer_id)
+        offer = SlotOffer.objects.select_related("slot").get(pk=offer_id)
+        if accept:
+            Appointment.objects.create(
+                shop_id=offer.slot.shop_id,
+                customer_id=offer.customer_id,
+                starts_at=offer.slot.starts_at,
+                ends_at=offer.slot.ends_at,
+            )
+            WaitlistEntry.objects.filter(pk=offer.entry_id).update(closed_at=now)
+        else:
+            _offer(offer.slot, now)
+    return offer
