@@ -50,6 +50,13 @@ def _int(low: int, high: int = 2**63 - 1) -> Callable[[str], int]:
     return parse
 
 
+def _hosts(raw: str) -> list[str]:
+    hosts = [host.strip() for host in raw.split(",") if host.strip()]
+    if not hosts:
+        raise ValueError(raw)
+    return hosts
+
+
 def _database(raw: str) -> dict[str, Any]:
     config: dict[str, Any] = environ.Env.db_url_config(raw)
     if config.get("ENGINE") not in (
@@ -74,7 +81,7 @@ if not SECRET_KEY:
 
 ALLOWED_HOSTS = _read(
     "ALLOWED_HOSTS",
-    lambda raw: [host.strip() for host in raw.split(",") if host.strip()],
+    _hosts,
     ["localhost", "127.0.0.1", "[::1]", "testserver"] if DEBUG else [],
     "a comma-separated list of host names",
 )

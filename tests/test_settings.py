@@ -1,0 +1,80 @@
+"""Start-up: bad settings stop it with the variable's name; production settings pass check --deploy."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT
+
+PRODUCTION = {
+    "VERCEL_ENV": "production",
+    "SECRET_KEY": "k" * 20 + "-production-secret-key-with-enough-entropy-0123456789",
+    "ALLOWED_HOSTS": "noshow.example.com",
+    "CRON_SECRET": "c" * 40,
+    "INTERNAL_SECRET": "i" * 40,
+    "DATABASE_URL": "postgres://app:pw@db.example.com:6543/app",
+}
+
+
+def check(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    clean = {key: value for key, value in os.environ.items() if key not in PRODUCTION and key != "DEBUG"}
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", *args],
+        env={**clean, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_production_settings_pass_check_deploy_without_warnings():
+    result = check(PRODUCTION, "--deploy", "--fail-level", "WARNING")
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues (0 silenced)." in result.stdout
+
+
+def test_check_deploy_warns_about_missing_job_secrets():
+    result = check({**PRODUCTION, "CRON_SECRET": "", "INTERNAL_SECRET": "short"}, "--deploy")
+    assert "jobs.W001" in result.stderr and "CRON_SECRET is not set" in result.stderr
+    assert "jobs.W002" in result.stderr and "INTERNAL_SECRET is shorter than 32" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DEBUG", "maybe"),
+        ("DATABASE_URL", "mysql://root@localhost/app"),
+        ("DATABASE_URL", "not a url"),
+        ("RECOMPUTE_SCORES_WINDOW_DAYS", "0"),
+        ("RECOMPUTE_SCORES_WINDOW_DAYS", "half a year"),
+        ("RESOLVE_OUTCOMES_GRACE_MINUTES", "-1"),
+        ("OFFER_TTL_MINUTES", "15m"),
+        ("JOB_RUNS_RETENTION_DAYS", "0"),
+        ("JOBS_TIME_BUDGET_SECONDS", "1.5"),
+        ("RECOMPUTE_SCORES_LOCK_ID", "482175x"),
+        ("RESOLVE_OUTCOMES_LOCK_ID", str(2**63)),
+        ("ALLOWED_HOSTS", " , "),
+    ],
+)
+def test_a_malformed_variable_stops_start_up_naming_it_and_not_its_value(name, value):
+    result = check({name: value})
+    assert result.returncode != 0
+    assert f"ImproperlyConfigured: {name} must be" in result.stderr
+    if len(value) > 3:
+        assert value not in result.stderr.split("ImproperlyConfigured:")[-1]
+
+
+def test_a_lease_no_longer_than_the_time_budget_is_refused():
+    result = check({"JOBS_TIME_BUDGET_SECONDS": "600", "JOBS_LEASE_SECONDS": "600"})
+    assert "JOBS_LEASE_SECONDS must be longer than JOBS_TIME_BUDGET_SECONDS" in result.stderr
+
+
+def test_without_debug_a_secret_key_is_required():
+    result = check({"DEBUG": "false"})
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set when DEBUG is off" in result.stderr
