@@ -21,6 +21,7 @@ demo: $(BIN)/.installed
 	$(BIN)/python manage.py recompute_scores
 	$(BIN)/python manage.py offer_loop
 	$(BIN)/python manage.py expire_offers
+	$(BIN)/python manage.py run_job prune-job-runs
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest

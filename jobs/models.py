@@ -6,10 +6,10 @@ from django.db.models import Q
 
 
 class Trigger(models.TextChoices):
-    CRON = "cron"
-    CLI = "cli"
-    ADMIN = "admin"
-    INTERNAL = "internal"
+    CRON = "cron", "Vercel Cron / HTTP"
+    CLI = "cli", "Shell"
+    ADMIN = "admin", "Admin"
+    INTERNAL = "internal", "Internal call"
 
 
 class Status(models.TextChoices):

@@ -134,7 +134,7 @@ OFFER_LOOP_LOCK_ID = _read("OFFER_LOOP_LOCK_ID", _int(-(2**63)), None, _LOCK_ID)
 PRUNE_JOB_RUNS_LOCK_ID = _read("PRUNE_JOB_RUNS_LOCK_ID", _int(-(2**63)), None, _LOCK_ID)
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "project.apps.AdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -1,0 +1,243 @@
+"""Staff's view of the jobs: the overview (admin/jobs/), the run ledger, and Run now."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
+from django.views.decorators.http import require_POST
+
+from jobs.commands import summary
+from jobs.health import ago, overview
+from jobs.models import JobRun, Status, Trigger
+from jobs.registry import JOBS
+from jobs.runner import ParamError, get_job, parse_params, run_job
+from scoring.models import Shop
+
+HEADLINE = 3  # counters shown in the list
+NONE = mark_safe("<em>none</em>")
+SHOP_CHOICES = 500  # beyond this, Run now takes a shop id typed in
+COLOURS = {
+    Status.RUNNING: "#1d4ed8",
+    Status.SUCCEEDED: "#15803d",
+    Status.PARTIAL: "#b45309",
+    Status.FAILED: "#b91c1c",
+    Status.SKIPPED: "#4b5563",
+    Status.ABANDONED: "#7e22ce",
+}
+
+
+def badge(status: str) -> SafeString:
+    """A coloured badge that also says the status in words (colour is never the only signal)."""
+    colour = COLOURS.get(status, "#4b5563")  # type: ignore[call-overload]
+    return format_html(
+        '<span class="run-badge" style="background:{};color:#fff;padding:2px 8px;border-radius:9px;'
+        'font-weight:600;white-space:nowrap">{}</span>',
+        colour,
+        status,
+    )
+
+
+def headline(counters: dict[str, Any]) -> str:
+    numbers = [(key, value) for key, value in counters.items() if isinstance(value, int)]
+    return " · ".join(f"{key} {value:,}" for key, value in numbers[:HEADLINE])
+
+
+def duration(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return f"{ms} ms" if ms < 1000 else f"{ms / 1000:.1f} s" if ms < 120_000 else f"{ms // 60_000} min"
+
+
+class JobFilter(admin.SimpleListFilter):
+    """The registry's jobs, without a DISTINCT over the whole ledger."""
+
+    title = "job"
+    parameter_name = "job"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(name, name) for name in JOBS]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[JobRun]) -> QuerySet[JobRun]:
+        return queryset.filter(job=self.value()) if self.value() else queryset
+
+
+@admin.register(JobRun)
+class JobRunAdmin(admin.ModelAdmin):
+    list_display = ["run", "status_badge", "job", "trigger", "started_at", "took", "counters_headline", "error_count"]
+    list_display_links = ["run"]
+    list_filter = [JobFilter, "status", "trigger", "started_at"]
+    search_fields = ["errors"]
+    ordering = ["-started_at", "-id"]
+    list_per_page = 50
+    show_full_result_count = False
+    fields = [
+        "status_badge", "job", "trigger", "triggered_by", "started_at", "finished_at", "took", "lock_id",
+        "params_table", "counters_table", "errors_list", "traceback_text", "neighbours",
+    ]  # fmt: skip
+
+    # Runs are immutable for everyone: only the prune-job-runs job deletes them.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
+        if not search_term:
+            return queryset, False
+        return queryset.filter(errors__icontains=search_term), False
+
+    @admin.display(description="run", ordering="-id")
+    def run(self, obj: JobRun) -> str:
+        return f"#{obj.pk}"
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: JobRun) -> SafeString:
+        return badge(obj.status)
+
+    @admin.display(description="duration", ordering="duration_ms")
+    def took(self, obj: JobRun) -> str:
+        return duration(obj.duration_ms)
+
+    @admin.display(description="counters")
+    def counters_headline(self, obj: JobRun) -> str:
+        return headline(obj.counters)
+
+    @admin.display(description="triggered by")
+    def triggered_by(self, obj: JobRun) -> str:
+        who = f"{obj.get_trigger_display()}"
+        if obj.user_id:
+            who += f" by {obj.user}"
+        return f"{who} ({obj.origin})" if obj.origin else who
+
+    @admin.display(description="parameters")
+    def params_table(self, obj: JobRun) -> SafeString:
+        return _table(["parameter", "value"], [(key, json.dumps(value)) for key, value in obj.params.items()])
+
+    @admin.display(description="counters")
+    def counters_table(self, obj: JobRun) -> SafeString:
+        if not obj.counters:
+            return NONE
+        previous = self._previous(obj, status=Status.SUCCEEDED)
+        before = previous.counters if previous else {}
+        rows = []
+        for key, value in obj.counters.items():
+            old = before.get(key)
+            rows.append((key, _number(value), _number(old) if previous else "-", _change(value, old)))
+        heading = f"previous success (#{previous.pk})" if previous else "previous success"
+        return _table(["counter", "this run", heading, ""], rows)
+
+    @admin.display(description="errors")
+    def errors_list(self, obj: JobRun) -> SafeString:
+        if not obj.errors:
+            return NONE
+        return format_html("<ol>{}</ol>", format_html_join("", "<li><code>{}</code></li>", ((e,) for e in obj.errors)))
+
+    @admin.display(description="traceback")
+    def traceback_text(self, obj: JobRun) -> SafeString:
+        if not obj.traceback:
+            return NONE
+        return format_html('<pre style="white-space:pre-wrap">{}</pre>', obj.traceback)
+
+    @admin.display(description="same job")
+    def neighbours(self, obj: JobRun) -> SafeString:
+        links = []
+        for label, run in (("previous run", self._previous(obj)), ("next run", self._next(obj))):
+            if run is not None:
+                url = reverse("admin:jobs_jobrun_change", args=[run.pk])
+                links.append(format_html('<a href="{}">{} #{}</a> ({})', url, label, run.pk, run.status))
+        runs = reverse("admin:jobs_jobrun_changelist") + f"?job={obj.job}"
+        links.append(format_html('<a href="{}">all {} runs</a>', runs, obj.job))
+        return format_html_join(" · ", "{}", ((link,) for link in links))
+
+    def _previous(self, obj: JobRun, **filters: Any) -> JobRun | None:
+        return JobRun.objects.filter(job=obj.job, id__lt=obj.pk, **filters).order_by("-id").first()
+
+    def _next(self, obj: JobRun) -> JobRun | None:
+        return JobRun.objects.filter(job=obj.job, id__gt=obj.pk).order_by("id").first()
+
+    def get_urls(self) -> list[URLPattern]:
+        run_now = self.admin_site.admin_view(require_POST(self.run_now_view))
+        return [path("run/<str:name>/", run_now, name="jobs_run_now"), *super().get_urls()]
+
+    def run_now_view(self, request: HttpRequest, name: str) -> HttpResponse:
+        """Run now: the same runner as cron and the shell, trigger `admin`, the user recorded."""
+        if not request.user.has_perm("jobs.run_job"):
+            raise PermissionDenied
+        if name not in JOBS:
+            raise Http404("No such job")
+        job = get_job(name)
+        back = reverse("admin:app_list", args=["jobs"])
+        try:
+            params = parse_params(job, {"shop": request.POST.get("shop") or None})
+        except ParamError as error:
+            messages.error(request, f"{job.name}: {error.param}: {error.message}")
+            return HttpResponseRedirect(back)
+        result = run_job(job.name, trigger=Trigger.ADMIN, params=params, user=request.user, origin="admin")
+        level = {
+            Status.SUCCEEDED: messages.SUCCESS, Status.SKIPPED: messages.WARNING, Status.PARTIAL: messages.WARNING,
+        }.get(result.run.status, messages.ERROR)  # fmt: skip
+        text = summary(result)
+        if result.run.status == Status.SKIPPED:
+            text = f"{job.name} is already running (lock {result.run.lock_id} is held): no second run was started."
+        messages.add_message(request, level, text)
+        return HttpResponseRedirect(reverse("admin:jobs_jobrun_change", args=[result.run.pk]))
+
+
+def _number(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) else ("-" if value is None else str(value))
+
+
+def _change(new: Any, old: Any) -> str:
+    """Flag a change worth a glance: to or from zero, or by more than half."""
+    if not isinstance(new, int) or not isinstance(old, int) or new == old:
+        return ""
+    if old == 0 or new == 0 or abs(new - old) > max(abs(old), 1) / 2:
+        return f"⚠ was {old:,}, now {new:,}"
+    return ""
+
+
+def _table(head: list[str], rows: list[tuple[Any, ...]]) -> SafeString:
+    header = format_html_join("", "<th>{}</th>", ((cell,) for cell in head))
+    body = format_html_join(
+        "", "<tr>{}</tr>", ((format_html_join("", "<td>{}</td>", ((cell,) for cell in row)),) for row in rows)
+    )
+    return format_html("<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>", header, body)
+
+
+def overview_context(request: HttpRequest) -> dict[str, Any]:
+    """What the jobs overview (the jobs app's admin page) shows."""
+    now = timezone.now()
+    rows = []
+    for health in overview(now):
+        last, success = health.last_run, health.last_success
+        rows.append(
+            {
+                "health": health,
+                "last_badge": badge(last.status) if last else None,
+                "last_ago": ago(now - last.started_at) if last else None,
+                "last_duration": duration(last.duration_ms) if last else None,
+                "last_headline": headline(last.counters) if last else None,
+                "success_ago": ago(now - success.started_at) if success else None,
+                "takes_shop": "shop" in health.job.accepts,
+            }
+        )
+    shops = list(Shop.objects.order_by("name").values_list("id", "name")[: SHOP_CHOICES + 1])
+    return {
+        "overview": rows,
+        "now": now,
+        "can_run": request.user.has_perm("jobs.run_job"),
+        "shops": shops if len(shops) <= SHOP_CHOICES else None,
+    }

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+from scoring.models import Appointment, Customer, CustomerScore, Shop, SlotOffer, WaitlistEntry
+
+
+class ReadOnly:
+    """Derived data: written by the jobs, never by hand."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Shop)
+class ShopAdmin(admin.ModelAdmin):
+    list_display = ["name", "customer_count", "created_at"]
+    search_fields = ["name"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Shop]:
+        return super().get_queryset(request).annotate(customer_count=Count("customers"))
+
+    @admin.display(description="customers", ordering="customer_count")
+    def customer_count(self, obj: Any) -> int:
+        return obj.customer_count
+
+
+class ScoreInline(ReadOnly, admin.StackedInline):
+    model = CustomerScore
+    can_delete = False
+    fields = [
+        "score",
+        "tier",
+        "attended",
+        "no_shows",
+        "late_cancels",
+        "cancellations",
+        "last_appointment_at",
+        "computed_at",
+    ]
+    readonly_fields = fields
+
+
+@admin.register(Customer)
+class CustomerAdmin(admin.ModelAdmin):
+    list_display = ["name", "shop", "email", "phone", "score_value", "tier", "appointments_link"]
+    list_filter = ["score__tier", "shop"]
+    list_select_related = ["shop", "score"]
+    search_fields = ["name", "email", "phone"]
+    raw_id_fields = ["shop"]
+    inlines = [ScoreInline]
+    show_full_result_count = False
+
+    @admin.display(description="score", ordering="score__score")
+    def score_value(self, obj: Customer) -> int | None:
+        return getattr(getattr(obj, "score", None), "score", None)
+
+    @admin.display(description="tier", ordering="score__tier")
+    def tier(self, obj: Customer) -> str:
+        score = getattr(obj, "score", None)
+        return score.get_tier_display() if score else "not scored yet"
+
+    @admin.display(description="appointments")
+    def appointments_link(self, obj: Customer) -> SafeString:
+        url = reverse("admin:scoring_appointment_changelist") + f"?customer__id__exact={obj.pk}"
+        return format_html('<a href="{}">appointments</a>', url)
+
+
+@admin.register(Appointment)
+class AppointmentAdmin(admin.ModelAdmin):
+    list_display = ["starts_at", "customer", "shop", "outcome", "checked_in_at", "cancelled_at", "resolved_at"]
+    list_filter = ["outcome", "starts_at", "shop"]
+    list_select_related = ["customer", "shop"]
+    date_hierarchy = "starts_at"
+    search_fields = ["customer__name", "customer__email"]
+    raw_id_fields = ["shop", "customer"]
+    show_full_result_count = False
+
+
+@admin.register(CustomerScore)
+class CustomerScoreAdmin(ReadOnly, admin.ModelAdmin):
+    list_display = ["customer", "shop", "score", "tier", "attended", "no_shows", "late_cancels", "cancellations",
+                    "last_appointment_at", "computed_at"]  # fmt: skip
+    list_filter = ["tier", "shop"]
+    list_select_related = ["customer", "shop"]
+    ordering = ["-score"]
+    search_fields = ["customer__name"]
+    show_full_result_count = False
+
+
+@admin.register(WaitlistEntry)
+class WaitlistEntryAdmin(admin.ModelAdmin):
+    list_display = ["customer", "shop", "created_at", "closed_at"]
+    list_filter = [("closed_at", admin.EmptyFieldListFilter), "shop"]
+    list_select_related = ["customer", "shop"]
+    search_fields = ["customer__name"]
+    raw_id_fields = ["shop", "customer"]
+
+
+@admin.register(SlotOffer)
+class SlotOfferAdmin(ReadOnly, admin.ModelAdmin):
+    list_display = ["slot", "customer", "status", "offered_at", "expires_at", "responded_at"]
+    list_filter = ["status"]
+    list_select_related = ["slot__customer", "customer"]
+    search_fields = ["customer__name"]

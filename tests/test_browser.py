@@ -1,0 +1,91 @@
+"""The staff overview in a real browser: headless Chromium (Debian's) driven by Playwright."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import User
+from django.utils import timezone
+
+from jobs.models import JobRun, Status, Trigger
+from tests.helpers import ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOT = ROOT / ".artifacts" / "admin-overview.png"
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("REQUIRE_BROWSER"):
+            pytest.fail(f"REQUIRE_BROWSER is set but {CHROMIUM} is missing (apt-get install chromium)")
+        pytest.skip(f"needs {CHROMIUM} (Debian package chromium; .ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop on this thread; the test's own ORM calls are still synchronous.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+
+    flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", "--no-first-run"]  # fmt: skip
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=flags)
+        yield chromium
+        chromium.close()
+    del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+
+
+def ran(job: str, status: Status, hours_ago: float, **fields: object) -> JobRun:
+    started_at = timezone.now() - timedelta(hours=hours_ago)
+    return JobRun.objects.create(
+        job=job, trigger=Trigger.CRON, status=status, started_at=started_at, lock_id=1,
+        finished_at=started_at + timedelta(seconds=3), duration_ms=3000, **fields,
+    )  # fmt: skip
+
+
+def test_staff_see_late_and_failing_jobs_open_a_run_and_run_a_job_now(browser, live_server):
+    User.objects.create_superuser("staff", "staff@example.com", "a-long-test-password")
+    ran("recompute-scores", Status.SUCCEEDED, hours_ago=50, counters={"total": 12000, "created": 0})
+    failed = ran(
+        "resolve-outcomes",
+        Status.FAILED,
+        hours_ago=1,
+        traceback="Traceback (most recent call last):\nRuntimeError: boom",
+    )
+    ran("expire-offers", Status.SUCCEEDED, hours_ago=0.02, counters={"total": 3, "expired": 3, "offered": 2})
+
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/jobs/")
+    page.fill("#id_username", "staff")
+    page.fill("#id_password", "a-long-test-password")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#jobs-overview")
+
+    def verdict(job: str) -> str:
+        return page.inner_text(f'tr[data-job="{job}"] .verdict')
+
+    assert verdict("recompute-scores") == "late"
+    assert "last success 50 h ago, expected daily" in page.inner_text('tr[data-job="recompute-scores"]')
+    assert verdict("resolve-outcomes") == "failing"
+    assert verdict("expire-offers") == "ok"
+    assert verdict("prune-job-runs") == "never run"
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+    page.click(f'tr[data-job="resolve-outcomes"] a:text("#{failed.pk}")')
+    page.wait_for_selector("text=RuntimeError: boom")
+    assert "failed" in page.inner_text(".run-badge")
+
+    page.goto(f"{live_server.url}/admin/jobs/")
+    page.click('tr[data-job="recompute-scores"] button:text("Run now")')
+    page.wait_for_selector(".messagelist")
+    assert "Recompute-scores: succeeded" in page.inner_text(".messagelist")
+    run = JobRun.objects.filter(trigger=Trigger.ADMIN).get()
+    assert (run.job, run.user.username, run.status) == ("recompute-scores", "staff", Status.SUCCEEDED)
+    page.goto(f"{live_server.url}/admin/jobs/")
+    assert verdict("recompute-scores") == "ok"
+    page.close()
