@@ -32,3 +32,7 @@ lint: $(BIN)/.installed
 
 clean:
 	rm -rf $(VENV) db.sqlite3* .test.sqlite3*
+
+N ?= 100000
+bench: $(BIN)/.installed
+	$(BIN)/python -m bench.recompute --customers $(N)

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -155,28 +156,29 @@ def run_job(
         user=user if user is not None and user.is_authenticated else None,
         origin=origin[:255],
     )
-    started = time.monotonic()
     try:
         with locks.hold(lock_id) as held:
             if not held:
-                return _finish(run, started, Status.SKIPPED)
+                return _finish(run, Status.SKIPPED)
+            run.started_at = timezone.now()  # the work starts under the lock ...
             _mark_abandoned(run)
-            counters, tb = _call(job, run, params, now, started)
+            counters, tb = _call(job, run, params, now)
+            run.finished_at = timezone.now()  # ... and ends before it goes: runs never overlap in the ledger
     except Exception:  # the lock or the commit failed: the job's writes are gone
-        return _finish(run, started, Status.FAILED, tb=traceback.format_exc())
+        return _finish(run, Status.FAILED, tb=traceback.format_exc())
     if tb:
-        return _finish(run, started, Status.FAILED, tb=tb)
+        return _finish(run, Status.FAILED, tb=tb)
     errors = [str(error) for error in counters.pop("errors", [])]
     partial = errors or counters.get("remaining")
-    return _finish(run, started, Status.PARTIAL if partial else Status.SUCCEEDED, counters, errors)
+    return _finish(run, Status.PARTIAL if partial else Status.SUCCEEDED, counters, errors)
 
 
-def _call(job: Job, run: JobRun, params: Params, now: Any, started: float) -> tuple[dict[str, Any], str]:
+def _call(job: Job, run: JobRun, params: Params, now: datetime) -> tuple[dict[str, Any], str]:
     offered = {
         "now": now,
         "shop": params.shop,
         "limit": params.limit,
-        "deadline": started + settings.JOBS_TIME_BUDGET_SECONDS,
+        "deadline": time.monotonic() + settings.JOBS_TIME_BUDGET_SECONDS,
         "resume_after": _resume_point(job, run, params),
     }
     kwargs = {key: value for key, value in offered.items() if key in job.accepts}
@@ -199,16 +201,16 @@ def _resume_point(job: Job, run: JobRun, params: Params) -> uuid.UUID | None:
     """Where the last real run of the same scope stopped for lack of time, if it did."""
     if "resume_after" not in job.accepts:
         return None
+    same_scope = {"params__shop": str(params.shop)} if params.shop else {"params__shop__isnull": True}
     last = (
-        JobRun.objects.filter(job=job.name, status__in=[Status.SUCCEEDED, Status.PARTIAL])
+        JobRun.objects.filter(job=job.name, status__in=[Status.SUCCEEDED, Status.PARTIAL], **same_scope)
+        .filter(params__dry_run__isnull=True)  # dry runs record dry_run: true; their work was rolled back
         .exclude(pk=run.pk)
         .order_by("-id")
-        .values_list("params", "counters")
+        .values_list("counters", flat=True)
         .first()
     )
-    if not last or last[0].get("dry_run") or last[0].get("shop") != run.params.get("shop"):
-        return None
-    resume = last[1].get("resume_after")
+    resume = (last or {}).get("resume_after")
     return uuid.UUID(resume) if resume else None
 
 
@@ -226,20 +228,30 @@ def _mark_abandoned(run: JobRun) -> None:
 
 def _finish(
     run: JobRun,
-    started: float,
     status: Status,
     counters: dict[str, Any] | None = None,
     errors: list[str] | None = None,
     tb: str = "",
 ) -> RunResult:
     run.status = status
-    run.finished_at = timezone.now()
-    run.duration_ms = int((time.monotonic() - started) * 1000)
+    run.finished_at = run.finished_at or timezone.now()
+    run.duration_ms = int((run.finished_at - run.started_at).total_seconds() * 1000)
     run.counters = counters or {}
     run.errors = errors or []
     run.error_count = len(run.errors)
     run.traceback = tb
-    run.save(update_fields=["status", "finished_at", "duration_ms", "counters", "errors", "error_count", "traceback"])
+    run.save(
+        update_fields=[
+            "status",
+            "started_at",
+            "finished_at",
+            "duration_ms",
+            "counters",
+            "errors",
+            "error_count",
+            "traceback",
+        ]
+    )
     logger.info("job %s run #%s %s in %d ms", run.job, run.pk, status, run.duration_ms)
     return RunResult(run, _body(run))
 

@@ -32,7 +32,6 @@ from scoring.models import (
     cancellation_outcome,
 )
 
-BATCH_SIZE = 5000  # customers per statement: bounded work, constant memory
 _FIRST = uuid.UUID(int=0)
 _LAST = uuid.UUID(int=2**128 - 1)
 
@@ -57,7 +56,7 @@ def recompute_scores(
     shop: uuid.UUID | None = None,
     deadline: float | None = None,
     resume_after: uuid.UUID | None = None,
-    batch_size: int = BATCH_SIZE,
+    batch_size: int | None = None,
 ) -> RecomputeCounters:
     """Upsert one CustomerScore for every customer (of one shop, or all).
 
@@ -67,6 +66,7 @@ def recompute_scores(
     change are not written. When `deadline` (time.monotonic()) passes, the run
     stops between batches and reports `remaining` and `resume_after`.
     """
+    batch_size = batch_size or settings.RECOMPUTE_SCORES_BATCH_SIZE
     customers = Customer.objects.all() if shop is None else Customer.objects.filter(shop_id=shop)
     counters = RecomputeCounters(total=0, created=0, updated=0, unchanged=0, remaining=0)
     errors: list[str] = []

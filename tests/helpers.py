@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -21,6 +23,7 @@ from jobs.registry import Job
 from scoring.models import Shop
 
 TEST_LOCK_ID = 990001
+CRON_SECRET = "reliability-test-secret-0123456789abcdef"
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -132,3 +135,38 @@ def manage(*args: str, env: dict[str, str] | None = None, timeout: float = 120) 
         timeout=timeout,
         cwd=ROOT,
     )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+@contextmanager
+def serve(env: dict[str, str] | None = None, workers: int = 4) -> Iterator[str]:
+    """The app under gunicorn (several worker processes) against the test database; yields its base URL."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "project.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+         "--timeout", "120", "--log-level", "warning"],
+        env={**os.environ, "DATABASE_URL": database_url(), "CRON_SECRET": CRON_SECRET, **(env or {})},
+        cwd=ROOT,
+    )  # fmt: skip
+    try:
+        wait_for_port(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(20)
