@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import random
-import resource
 import socket
 import statistics
 import subprocess
