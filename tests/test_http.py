@@ -253,3 +253,9 @@ def test_vercel_json_and_the_registry_agree_and_each_cron_path_answers_a_vercel_
         assert response.status_code == 200, (path, response.content)
         assert body(response)["status"] == "succeeded"
     assert JobRun.objects.filter(trigger=Trigger.CRON).count() == len(crons)
+
+
+def test_a_huge_body_is_never_read_and_runs_nothing(client):
+    response = client.generic("POST", URL, data=b"x" * 5_000_000, content_type="application/octet-stream")
+    assert response.status_code == 401 and body(response) == {"error": "Unauthorized"}
+    assert not JobRun.objects.exists()

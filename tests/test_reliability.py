@@ -1,0 +1,447 @@
+"""Under load, kills, a transaction pooler and a lost database: real processes and servers, no mocks.
+
+Figures from the last run are in docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from jobs.models import JobRun, Status
+from scoring import demo
+from scoring.models import Appointment, CustomerScore, Outcome
+from scoring.services import recompute_scores
+from tests.helpers import CRON_SECRET, ROOT, connect_elsewhere, database_url, lock_held_elsewhere, manage, serve
+
+real_db = pytest.mark.django_db(transaction=True)
+SCORE_FIELDS = ("customer_id", "shop_id", "score", "tier", "attended", "no_shows", "late_cancels", "cancellations",
+                "last_appointment_at", "window_days")  # fmt: skip
+SLOW = {"RECOMPUTE_SCORES_BATCH_SIZE": "50"}  # many small batches: runs last long enough to overlap
+
+
+def seed(customers: int = 3000, appointments: int = 20000) -> None:
+    demo.seed(shops=10, customers=customers, appointments=appointments, seed=3, now=timezone.now())
+
+
+def scores() -> list[tuple]:
+    return list(CustomerScore.objects.order_by("customer_id").values_list(*SCORE_FIELDS))
+
+
+def assert_equals_one_clean_run() -> None:
+    """The scores equal what one uninterrupted run computes, at the `now` of the last run that wrote."""
+    last = JobRun.objects.filter(job="recompute-scores", status=Status.SUCCEEDED).latest("id")
+    got = scores()
+    CustomerScore.objects.all().delete()
+    recompute_scores(now=datetime.fromisoformat(last.params["now"]))
+    assert got == scores()
+
+
+def assert_no_overlap(runs: list[JobRun]) -> None:
+    spans = sorted((run.started_at, run.finished_at, run.pk) for run in runs)
+    for (_, end, first), (start, _, second) in pairwise(spans):
+        assert end <= start, f"runs #{first} and #{second} overlap"
+
+
+def advisory_locks() -> list[tuple]:
+    with connect_elsewhere() as other:
+        return other.execute("SELECT objid, pid, granted FROM pg_locks WHERE locktype = 'advisory'").fetchall()
+
+
+def get(url: str, headers: dict[str, str]) -> tuple[int, str, bytes]:
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.headers["Content-Type"], response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers["Content-Type"], error.read()
+
+
+# 1. Concurrency ---------------------------------------------------------------------------------
+
+
+@real_db
+def test_20_simultaneous_requests_to_a_multi_process_server_run_one_at_a_time_and_are_all_recorded():
+    seed()
+    responses: list[tuple[int, str, bytes]] = []
+    start = threading.Barrier(20)
+    with serve(SLOW, workers=4) as base:
+
+        def call() -> None:
+            start.wait()
+            responses.append(get(f"{base}/api/jobs/recompute-scores", {"Authorization": f"Bearer {CRON_SECRET}"}))
+
+        threads = [threading.Thread(target=call) for _ in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+
+    assert len(responses) == 20
+    assert all(status == 200 and kind == "application/json" for status, kind, _ in responses), responses
+    bodies = [json.loads(body) for _, _, body in responses]
+    runs = list(JobRun.objects.filter(job="recompute-scores"))
+    assert len(runs) == 20  # one ledger row per request
+    assert {body["runId"] for body in bodies} == {run.pk for run in runs}
+    succeeded = [run for run in runs if run.status == Status.SUCCEEDED]
+    assert succeeded and all(run.status in (Status.SUCCEEDED, Status.SKIPPED) for run in runs)
+    assert_no_overlap(succeeded)
+    assert_equals_one_clean_run()
+
+
+@real_db
+def test_5_parallel_manage_py_processes_run_one_at_a_time_and_are_all_recorded():
+    seed()
+    env = {**os.environ, "DATABASE_URL": database_url(), **SLOW}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "manage.py", "recompute_scores", "--json"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(5)
+    ]
+    outcomes = [(process.wait(120), json.loads(process.stdout.read())) for process in processes]
+    assert {code for code, _ in outcomes} <= {0, 75}
+    assert all(body["status"] == ("succeeded" if code == 0 else "skipped") for code, body in outcomes)
+    runs = list(JobRun.objects.filter(job="recompute-scores"))
+    assert len(runs) == 5
+    assert_no_overlap([run for run in runs if run.status == Status.SUCCEEDED])
+    assert_equals_one_clean_run()
+
+
+# 2. kill -9 mid-run -----------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+@real_db
+def test_kill_9_at_random_points_ten_times_frees_the_lock_writes_nothing_and_the_next_run_recovers():
+    seed(customers=6000, appointments=40000)
+    recompute_scores(now=timezone.now())  # the "previous run"
+    rng = random.Random(9)
+    env = {**os.environ, "DATABASE_URL": database_url(), **SLOW}
+    for kill in range(10):
+        # Change history, so that a finished run would rewrite many scores.
+        flip = Appointment.objects.filter(outcome__in=[Outcome.ATTENDED, Outcome.NO_SHOW]).order_by("?")[:400]
+        for appointment in flip:
+            appointment.outcome = Outcome.NO_SHOW if appointment.outcome == Outcome.ATTENDED else Outcome.ATTENDED
+            appointment.checked_in_at = appointment.starts_at if appointment.outcome == Outcome.ATTENDED else None
+            appointment.save(update_fields=["outcome", "checked_in_at"])
+        before = scores()
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "recompute_scores"], cwd=ROOT, env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not any(objid == 482175 for objid, _, _ in advisory_locks()):
+            assert process.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.8))
+        assert process.poll() is None, f"kill {kill}: the run finished before the kill; make it slower"
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        killed_at = time.monotonic()
+        while any(objid == 482175 for objid, _, _ in advisory_locks()):
+            assert time.monotonic() - killed_at < 2, f"kill {kill}: the lock outlived its process by 2 s"
+            time.sleep(0.02)
+        assert scores() == before, f"kill {kill}: a half-written recompute is visible"
+
+    killed = list(JobRun.objects.filter(job="recompute-scores", status=Status.RUNNING).values_list("pk", flat=True))
+    assert len(killed) == 10
+    result = manage("recompute_scores", "--json")
+    assert result.returncode == 0, result.stderr
+    assert set(JobRun.objects.filter(status=Status.ABANDONED).values_list("pk", flat=True)) == set(killed)
+    assert not JobRun.objects.filter(status=Status.RUNNING).exists()
+    assert_equals_one_clean_run()
+
+
+# 3. A transaction-mode pooler -------------------------------------------------------------------
+
+
+@pytest.fixture
+def pgbouncer():
+    """PgBouncer in transaction mode with a pool of 2 server connections, in front of the test database."""
+    binary = "/usr/sbin/pgbouncer"
+    if not os.path.exists(binary):
+        if os.environ.get("REQUIRE_PGBOUNCER"):
+            pytest.fail("REQUIRE_PGBOUNCER is set but pgbouncer is missing (apt-get install pgbouncer)")
+        pytest.skip("needs pgbouncer (Debian package; .ci/run installs it)")
+    from tests.helpers import free_port, wait_for_port
+
+    s = connection.settings_dict
+    port = free_port()
+    # pgbouncer drops root for the postgres user, who must be able to read its files.
+    folder = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
+    folder.chmod(0o755)
+    (folder / "users.txt").write_text(f'"{s["USER"]}" ""\n')
+    (folder / "pgbouncer.ini").write_text(
+        f"""[databases]
+* = host={s["HOST"] or "127.0.0.1"} port={s["PORT"] or 5432}
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {folder}/users.txt
+pool_mode = transaction
+default_pool_size = 2
+max_client_conn = 200
+server_reset_query =
+ignore_startup_parameters = extra_float_digits,options
+"""
+    )
+    user = ["-u", "postgres"] if os.geteuid() == 0 else []
+    for file in folder.iterdir():
+        file.chmod(0o644)
+    process = subprocess.Popen([binary, *user, str(folder / "pgbouncer.ini")])
+    try:
+        wait_for_port(port)
+        yield f"postgres://{s['USER']}@127.0.0.1:{port}/{s['NAME']}"
+    finally:
+        process.terminate()
+        process.wait(10)
+        shutil.rmtree(folder)
+
+
+@pytest.mark.postgres
+@real_db
+def test_through_pgbouncer_in_transaction_mode_runs_exclude_each_other_and_leave_no_lock(pgbouncer):
+    import psycopg
+
+    seed()
+    # The pooler really pools by transaction: a session lock taken through it outlives its client.
+    with psycopg.connect(pgbouncer, autocommit=True, prepare_threshold=None) as client:
+        client.execute("SELECT pg_advisory_lock(991234)")
+    assert any(objid == 991234 for objid, _, _ in advisory_locks()), "expected the session lock to leak"
+
+    env = {**os.environ, "DATABASE_URL": pgbouncer, **SLOW}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "manage.py", "recompute_scores", "--json"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(5)
+    ]
+    codes = [process.wait(120) for process in processes]
+    assert set(codes) <= {0, 75} and 0 in codes, [p.stderr.read() for p in processes]
+    runs = list(JobRun.objects.filter(job="recompute-scores"))
+    assert len(runs) == 5
+    assert_no_overlap([run for run in runs if run.status == Status.SUCCEEDED])
+    assert [lock for lock in advisory_locks() if lock[0] != 991234] == []
+
+    with lock_held_elsewhere(482175):  # an outside session, straight to PostgreSQL
+        result = subprocess.run(
+            [sys.executable, "manage.py", "recompute_scores"], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+    assert result.returncode == 75, result.stderr
+    assert [lock for lock in advisory_locks() if lock[0] != 991234] == []
+    assert_equals_one_clean_run()
+
+
+# 4. Database faults -----------------------------------------------------------------------------
+
+UNREACHABLE = "postgres://postgres@127.0.0.1:1/nowhere"
+
+
+def test_an_unreachable_database_gives_503_json_over_http():
+    with serve({"DATABASE_URL": UNREACHABLE}, workers=1) as base:
+        status, kind, body = get(f"{base}/api/jobs/recompute-scores", {"Authorization": f"Bearer {CRON_SECRET}"})
+    assert (status, kind) == (503, "application/json")
+    assert json.loads(body) == {"error": "Database unavailable"}
+
+
+def test_an_unreachable_database_gives_a_clean_command_error():
+    result = subprocess.run(
+        [sys.executable, "manage.py", "recompute_scores"], cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, "DATABASE_URL": UNREACHABLE},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.startswith("CommandError: database unavailable: ")
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.postgres
+@real_db
+def test_a_connection_dropped_mid_run_never_ends_as_a_success():
+    seed()
+    env = {**os.environ, "DATABASE_URL": database_url(), **SLOW}
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "recompute_scores"], cwd=ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not (holders := [pid for objid, pid, _ in advisory_locks() if objid == 482175]):
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.01)
+    with connect_elsewhere() as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [holders[0]])
+    code = process.wait(60)
+    assert code == 1, process.stderr.read()
+    run = JobRun.objects.get()
+    assert run.status in (Status.RUNNING, Status.FAILED)  # running: its process could not record the end
+    manage("recompute_scores")
+    run.refresh_from_db()
+    assert run.status in (Status.ABANDONED, Status.FAILED)
+
+
+# 5. A hostile caller ----------------------------------------------------------------------------
+
+PRODUCTION = {
+    "DEBUG": "false",
+    "VERCEL_ENV": "production",
+    "SECRET_KEY": "a-production-secret-key-for-the-hostile-input-test-0123456789",
+    "ALLOWED_HOSTS": "127.0.0.1",
+    "INTERNAL_SECRET": "internal-" + CRON_SECRET,
+}
+JOB = "/api/jobs/recompute-scores"
+GOOD = {"Authorization": f"Bearer {CRON_SECRET}"}
+UNKNOWN_SHOP = "00000000-0000-4000-8000-000000000000"
+HOSTILE = [
+    # (what, method, path, headers, body, status)
+    ("PUT", "PUT", JOB, GOOD, b"", 405),
+    ("PATCH", "PATCH", JOB, GOOD, b"", 405),
+    ("DELETE", "DELETE", JOB, GOOD, b"", 405),
+    ("OPTIONS", "OPTIONS", JOB, GOOD, b"", 405),
+    ("TRACE", "TRACE", JOB, GOOD, b"", 405),
+    ("made-up method", "BREW", JOB, GOOD, b"", 405),
+    ("no credentials", "GET", JOB, {}, b"", 401),
+    ("POST without credentials", "POST", JOB, {}, b"", 401),
+    ("wrong bearer", "GET", JOB, {"Authorization": "Bearer nope"}, b"", 401),
+    ("empty bearer", "GET", JOB, {"Authorization": "Bearer "}, b"", 401),
+    ("scheme only", "GET", JOB, {"Authorization": "Bearer"}, b"", 401),
+    ("lower-case scheme", "GET", JOB, {"Authorization": f"bearer {CRON_SECRET}"}, b"", 401),
+    ("basic scheme", "GET", JOB, {"Authorization": f"Basic {CRON_SECRET}"}, b"", 401),
+    ("two spaces", "GET", JOB, {"Authorization": f"Bearer  {CRON_SECRET}"}, b"", 401),
+    ("secret one short", "GET", JOB, {"X-Cron-Secret": CRON_SECRET[:-1]}, b"", 401),
+    ("secret one long", "GET", JOB, {"X-Cron-Secret": CRON_SECRET + "0"}, b"", 401),
+    ("secret of 1 char", "GET", JOB, {"X-Cron-Secret": "x"}, b"", 401),
+    ("secret of 4 KB", "GET", JOB, {"X-Cron-Secret": "x" * 4000}, b"", 401),
+    ("secret as prefix", "GET", JOB, {"X-Cron-Secret": CRON_SECRET[:10]}, b"", 401),
+    ("latin-1 secret", "GET", JOB, {"X-Cron-Secret": "s\u00e9cr\u00e8t"}, b"", 401),
+    ("internal secret on a cron job", "GET", JOB, {"X-Internal-Secret": PRODUCTION["INTERNAL_SECRET"]}, b"", 401),
+    ("cron secret on the internal job", "POST", "/api/jobs/offer-loop", {"X-Cron-Secret": CRON_SECRET}, b"", 401),
+    ("bearer on the internal job", "GET", "/api/jobs/offer-loop", GOOD, b"", 401),
+    ("5 MB body, no secret", "POST", JOB, {"Content-Type": "application/json"}, b"x" * 5_000_000, 401),
+    (
+        "JSON body claiming a secret",
+        "POST",
+        JOB,
+        {"Content-Type": "application/json"},
+        json.dumps({"secret": CRON_SECRET}).encode(),
+        401,
+    ),
+    ("unknown job", "GET", "/api/jobs/drop-tables", GOOD, b"", 404),
+    ("unknown job, no secret", "GET", "/api/jobs/drop-tables", {}, b"", 401),
+    ("path below a job", "GET", JOB + "/x", GOOD, b"", 404),
+    ("encoded NUL in the job name", "GET", "/api/jobs/recompute%00scores", GOOD, b"", 404),
+    ("unicode job name", "GET", "/api/jobs/r%C3%A9sum%C3%A9", GOOD, b"", 404),
+    ("limit on a job without one", "GET", JOB + "?limit=5", GOOD, b"", 400),
+    ("limit negative", "GET", "/api/jobs/resolve-outcomes?limit=-1", GOOD, b"", 400),
+    ("limit zero", "GET", "/api/jobs/resolve-outcomes?limit=0", GOOD, b"", 400),
+    ("limit text", "GET", "/api/jobs/resolve-outcomes?limit=many", GOOD, b"", 400),
+    ("limit float", "GET", "/api/jobs/resolve-outcomes?limit=1.5", GOOD, b"", 400),
+    ("limit exponent", "GET", "/api/jobs/resolve-outcomes?limit=1e3", GOOD, b"", 400),
+    ("limit with spaces", "GET", "/api/jobs/resolve-outcomes?limit=%205", GOOD, b"", 400),
+    ("limit of 3000 digits", "GET", "/api/jobs/resolve-outcomes?limit=" + "9" * 3000, GOOD, b"", 400),
+    ("limit in arabic digits", "GET", "/api/jobs/resolve-outcomes?limit=%D9%A5", GOOD, b"", 400),
+    ("shopId not a UUID", "GET", JOB + "?shopId=42", GOOD, b"", 400),
+    ("shopId SQL", "GET", JOB + "?shopId=%27%3B%20DROP%20TABLE%20scoring_shop%3B--", GOOD, b"", 400),
+    ("shopId unknown", "GET", JOB + "?shopId=" + UNKNOWN_SHOP, GOOD, b"", 404),
+    ("shopId unicode", "GET", JOB + "?shopId=%F0%9F%92%A5", GOOD, b"", 400),
+    ("shopId very long", "GET", JOB + "?shopId=" + "a" * 3000, GOOD, b"", 400),
+    ("dryRun not a boolean", "GET", JOB + "?dryRun=perhaps", GOOD, b"", 400),
+    ("dryRun with SQL", "GET", JOB + "?dryRun=1%27%20OR%20%271", GOOD, b"", 400),
+    ("limit with a plus sign", "GET", "/api/jobs/resolve-outcomes?limit=%2B5", GOOD, b"", 400),
+    ("bad host header", "GET", JOB, {**GOOD, "Host": "evil.example.com"}, b"", 400),
+]
+
+
+def send(base: str, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict, bytes]:
+    import http.client
+
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        conn.putrequest(method, path, skip_host="Host" in headers, skip_accept_encoding=True)
+        for name, value in headers.items():
+            conn.putheader(name, value.encode("latin-1"))
+        if body:
+            conn.putheader("Content-Length", str(len(body)))
+        # A huge body is announced but not sent: the server must answer without waiting for it
+        # (sending it all would only race the server's close of the unread socket).
+        conn.endheaders(body if len(body) <= 65536 else None)
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+@real_db
+def test_hostile_requests_get_their_documented_4xx_json_and_run_nothing():
+    assert len(HOSTILE) >= 40
+    with serve(PRODUCTION, workers=2) as base:
+        answers = [(what, status, send(base, method, path, headers, body))
+                   for what, method, path, headers, body, status in HOSTILE]  # fmt: skip
+        # The control: the same server runs a job for the right secret, and ignores ?lockId= in production.
+        ok_status, _, ok_body = send(base, "GET", JOB + "?lockId=7", GOOD, b"")
+    problems = []
+    for what, expected, (status, headers, body) in answers:
+        text = body.decode("utf-8", "replace")
+        if status != expected:
+            problems.append(f"{what}: {status}, expected {expected}: {text[:120]}")
+        if headers.get("Content-Type") != "application/json" or headers.get("Cache-Control") != "no-store":
+            problems.append(f"{what}: not a no-store JSON answer: {headers.get('Content-Type')}")
+        elif "error" not in json.loads(body):
+            problems.append(f"{what}: no error named")
+        if CRON_SECRET in text or PRODUCTION["INTERNAL_SECRET"] in text or "Traceback" in text:
+            problems.append(f"{what}: leaks a secret or a traceback")
+    assert problems == [], "\n".join(problems)
+    assert ok_status == 200 and json.loads(ok_body)["status"] == "succeeded"
+    run = JobRun.objects.get()  # the control's, and no other
+    assert run.lock_id == 482175
+
+
+def test_the_secret_comparison_is_constant_time_on_equal_length_digests(monkeypatch, settings):
+    import hmac
+
+    from django.test import RequestFactory
+
+    from jobs import views
+
+    settings.CRON_SECRET = CRON_SECRET
+    compared: list[tuple[int, int]] = []
+    real = hmac.compare_digest
+
+    def recording(a: bytes, b: bytes) -> bool:
+        compared.append((len(a), len(b)))
+        return real(a, b)
+
+    monkeypatch.setattr(views.hmac, "compare_digest", recording)
+    for secret in ("x", CRON_SECRET[:-1], CRON_SECRET, "y" * 5000):
+        views.authenticate(RequestFactory().get(JOB, HTTP_X_CRON_SECRET=secret), internal=False)
+    assert compared and set(compared) == {(32, 32)}
