@@ -76,8 +76,19 @@ def main() -> None:
 
     report = render(n, job, floor, naive, http, url)
     print(report)
-    args.out.write_text(report)
+    save(args.out, n, report)
     print(f"written to {args.out.relative_to(ROOT)}")
+
+
+def save(path: Path, n: int, report: str) -> None:
+    """Keep one section per size in the results file, largest last; replace this size's section."""
+    sections = {}
+    if path.exists():
+        for part in path.read_text().split("<!-- customers=")[1:]:
+            size, _, text = part.partition(" -->\n")
+            sections[int(size)] = text
+    sections[n] = report
+    path.write_text("".join(f"<!-- customers={size} -->\n{sections[size]}" for size in sorted(sections)))
 
 
 def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sys
@@ -35,6 +36,17 @@ class JobCommand(BaseCommand):
         parser.add_argument("--lock-id", help="use this lock id instead of the job's")
         parser.add_argument("--dry-run", action="store_true", help="do the work, then roll it back")
         parser.add_argument("--json", action="store_true", help="print the JSON body the HTTP endpoint returns")
+
+    def execute(self, *args: Any, **options: Any) -> str | None:
+        # The summary printed below says what the runner's INFO log line says; that line is for servers.
+        logger = logging.getLogger("jobs")
+        level = logger.level
+        if options.get("verbosity", 1) < 2:
+            logger.setLevel(logging.WARNING)
+        try:
+            return super().execute(*args, **options)
+        finally:
+            logger.setLevel(level)
 
     def handle(self, *args: Any, **options: Any) -> None:
         job = get_job(self.job_name or options["name"])

@@ -98,6 +98,9 @@ DATABASES = {
         "a database URL: sqlite:///path/to/file.sqlite3 or postgres://user:pass@host:port/name",
     )
 }
+# Safe behind a transaction-mode pooler (PgBouncer, Supabase 6543, Neon -pooler): a server-side
+# cursor would outlive the pooler's transaction. Django already prepares no statements (psycopg 3).
+DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {
         # Writers queue instead of failing at once; WAL lets readers run beside them.
