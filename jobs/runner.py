@@ -136,9 +136,11 @@ def run_job(
     """
     job = get_job(name)
     params = params or Params()
-    lock_id = params.lock_id
-    if lock_id is None:
-        lock_id = getattr(settings, job.lock_setting, None) or job.lock_id
+    lock_id = next(
+        choice
+        for choice in (params.lock_id, getattr(settings, job.lock_setting, None), job.lock_id)
+        if choice is not None
+    )
     now = timezone.now()
     recorded = {
         "now": now.isoformat(),

@@ -7,7 +7,7 @@ import hmac
 import logging
 
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, JsonResponse
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
@@ -54,7 +54,7 @@ def run(request: HttpRequest, name: str) -> JsonResponse:
     except ParamError as error:
         param = QUERY_NAME[error.param]
         return answer({"error": f"{param}: {error.message}", "param": param}, error.status)
-    except DatabaseError:
+    except (OperationalError, InterfaceError):
         logger.exception("database unavailable for job %s", job.name)
         return answer({"error": "Database unavailable"}, 503)
     return answer(result.body, result.http_status)

@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from django.db import DatabaseError
+from django.db import OperationalError
 from django.test import Client
 
 from jobs.models import JobRun, Status, Trigger
@@ -224,7 +224,7 @@ def test_a_failed_job_is_500_json_with_the_run_id_and_no_traceback(client, monke
 
 def test_a_database_outage_is_503_json(client, monkeypatch):
     def unreachable(*args, **kwargs):
-        raise DatabaseError("connection refused")
+        raise OperationalError("connection refused")
 
     monkeypatch.setattr("jobs.views.run_job", unreachable)
     response = client.get(URL, headers=BEARER)
