@@ -283,7 +283,7 @@ def test_an_unreachable_database_gives_a_clean_command_error():
         env={**os.environ, "DATABASE_URL": UNREACHABLE},
     )  # fmt: skip
     assert result.returncode == 1
-    assert result.stderr.startswith("CommandError: database unavailable: ")
+    assert result.stderr.startswith("CommandError: database error: connection failed")
     assert "Traceback" not in result.stderr
 
 
