@@ -103,9 +103,11 @@ def parse_params(job: Job, raw: Mapping[str, str | None]) -> Params:
 
 
 def _integer(param: str, text: str, *, low: int, high: int | None = None) -> int:
-    if not re.fullmatch(r"-?[0-9]{1,20}", text):
+    if not re.fullmatch(r"-?[0-9]+", text):
         raise ParamError(param, "must be a whole number")
-    value = int(text)
+    digits = text.lstrip("-")
+    sign = -1 if text.startswith("-") else 1
+    value = int(text) if len(digits) <= 20 else sign * 10**20  # any longer is out of range anyway
     if value < low or (high is not None and value > high):
         bounds = f"from {low} to {high}" if high is not None else f">= {low}"
         raise ParamError(param, f"must be {bounds}")
@@ -125,14 +127,17 @@ def run_job(
     1. Resolve the lock id: parameter, else the <NAME>_LOCK_ID setting, else the registry's.
     2. Record the run as `running`, committed, so staff see it now and a kill leaves a trace.
     3. Take the lock without waiting. If another run holds it: `skipped`, done.
-    4. Mark older `running` rows of this job `abandoned`: they cannot be alive,
-       or they would hold the lock.
-    5. Call the job with the keyword arguments it takes. It isolates its own
+    4. Call the job with the keyword arguments it takes. It isolates its own
        items (jobs.items.item), so one failing item costs only that item.
        A dry run is rolled back.
-    6. Record the outcome: succeeded, partial (item errors, or time ran out),
-       or failed (the job raised: traceback stored, caller told only the run id).
-       The lock is released on leaving the block, whatever happened.
+    5. Mark older `running` rows of this job `abandoned`: they cannot be alive,
+       or they would hold the lock. (Last, so that the row locks this takes on
+       PostgreSQL last only as long as the commit: a live run that has just
+       been skipped, or has just committed, is never kept waiting on its own row.)
+    6. Record the outcome: succeeded, partial (item errors, or the time budget
+       ran out with work remaining), or failed (the job raised: traceback
+       stored, caller told only the run id). The lock is released on leaving
+       the block, whatever happened.
     """
     job = get_job(name)
     params = params or Params()
@@ -163,29 +168,30 @@ def run_job(
             if not held:
                 return _finish(run, Status.SKIPPED)
             run.started_at = timezone.now()  # the work starts under the lock ...
+            deadline = time.monotonic() + settings.JOBS_TIME_BUDGET_SECONDS
+            counters, tb = _call(job, run, params, now, deadline)
             _mark_abandoned(run)
-            counters, tb = _call(job, run, params, now)
             run.finished_at = timezone.now()  # ... and ends before it goes: runs never overlap in the ledger
     except Exception:  # the lock or the commit failed: the job's writes are gone
         return _finish(run, Status.FAILED, tb=traceback.format_exc())
     if tb:
         return _finish(run, Status.FAILED, tb=tb)
     errors = [str(error) for error in counters.pop("errors", [])]
-    partial = errors or counters.get("remaining")
-    return _finish(run, Status.PARTIAL if partial else Status.SUCCEEDED, counters, errors)
+    out_of_time = bool(counters.get("remaining")) and time.monotonic() >= deadline
+    return _finish(run, Status.PARTIAL if errors or out_of_time else Status.SUCCEEDED, counters, errors)
 
 
-def _call(job: Job, run: JobRun, params: Params, now: datetime) -> tuple[dict[str, Any], str]:
+def _call(job: Job, run: JobRun, params: Params, now: datetime, deadline: float) -> tuple[dict[str, Any], str]:
     offered = {
         "now": now,
         "shop": params.shop,
         "limit": params.limit,
-        "deadline": time.monotonic() + settings.JOBS_TIME_BUDGET_SECONDS,
+        "deadline": deadline,
         "resume_after": _resume_point(job, run, params),
     }
     kwargs = {key: value for key, value in offered.items() if key in job.accepts}
     # Inside the lock's transaction (PostgreSQL) a savepoint lets a crashed job
-    # undo its own writes and still commit step 4. A dry run needs a transaction
+    # undo its own writes and still commit step 5. A dry run needs a transaction
     # to roll back. Otherwise (SQLite) each item commits on its own.
     scope = transaction.atomic() if params.dry_run or connection.in_atomic_block else nullcontext()
     try:

@@ -30,14 +30,14 @@ def answer(body: dict[str, object], status: int = 200) -> JsonResponse:
 
 @csrf_exempt  # the caller proves itself with a secret, not a cookie
 def run(request: HttpRequest, name: str) -> JsonResponse:
+    job = JOBS.get(name)
+    internal = job is not None and job.auth == "internal"
+    if denied := authenticate(request, internal=internal):  # before anything else
+        return denied
     if request.method not in ("GET", "POST"):
         response = answer({"error": "Method not allowed"}, 405)
         response["Allow"] = "GET, POST"
         return response
-    job = JOBS.get(name)
-    internal = job is not None and job.auth == "internal"
-    if denied := authenticate(request, internal=internal):
-        return denied
     if job is None:
         return answer({"error": "Unknown job"}, 404)
     raw = {canonical: request.GET.get(name) for name, canonical in QUERY.items()}
@@ -57,6 +57,9 @@ def run(request: HttpRequest, name: str) -> JsonResponse:
     except (OperationalError, InterfaceError):
         logger.exception("database unavailable for job %s", job.name)
         return answer({"error": "Database unavailable"}, 503)
+    except Exception:  # JSON even with DEBUG on; the traceback goes to the log only
+        logger.exception("job %s: request failed", job.name)
+        return answer({"error": "Server error"}, 500)
     return answer(result.body, result.http_status)
 
 

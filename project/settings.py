@@ -6,6 +6,7 @@ Values are never echoed back: some of them are secrets.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,17 +16,21 @@ from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env")  # optional, for local development
+environ.Env.read_env(BASE_DIR / ".env")  # optional, for local development; the environment wins
 
 T = TypeVar("T")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
+def _text(name: str) -> str:
+    """A variable as it is (django-environ would read a leading "$" as a reference to another variable)."""
+    return os.environ.get(name, "")
+
+
 def _read(name: str, parse: Callable[[str], T], default: T, expected: str) -> T:
     """Parse one variable; unset or empty means the default."""
-    raw = env.str(name, default="").strip()
+    raw = _text(name).strip()
     if not raw:
         return default
     try:
@@ -68,12 +73,13 @@ def _database(raw: str) -> dict[str, Any]:
 
 
 # Vercel sets VERCEL_ENV (production | preview | development) on its deployments.
-VERCEL_ENV = env.str("VERCEL_ENV", default="")
-PRODUCTION = VERCEL_ENV == "production"
+VERCEL_ENV = _text("VERCEL_ENV")
 
 DEBUG = _read("DEBUG", _bool, not VERCEL_ENV, "true or false")
+# As the reference's NODE_ENV check: in production, /api/jobs ignores ?lockId=.
+PRODUCTION = VERCEL_ENV == "production" or not DEBUG
 
-SECRET_KEY = env.str("SECRET_KEY", default="")
+SECRET_KEY = _text("SECRET_KEY")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
@@ -87,7 +93,7 @@ ALLOWED_HOSTS = _read(
 )
 # Vercel's own host names for this deployment, so cron requests are accepted.
 for _name in ("VERCEL_URL", "VERCEL_BRANCH_URL", "VERCEL_PROJECT_PRODUCTION_URL"):
-    if _host := env.str(_name, default=""):
+    if _host := _text(_name):
         ALLOWED_HOSTS.append(_host)
 
 DATABASES = {
@@ -112,8 +118,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".test.sqlite3")}
 
 # Jobs and their schedules live in jobs/registry.py; these are their knobs.
-CRON_SECRET = env.str("CRON_SECRET", default="")
-INTERNAL_SECRET = env.str("INTERNAL_SECRET", default="")
+CRON_SECRET = _text("CRON_SECRET")
+INTERNAL_SECRET = _text("INTERNAL_SECRET")
 RECOMPUTE_SCORES_WINDOW_DAYS = _read(
     "RECOMPUTE_SCORES_WINDOW_DAYS", _int(1, 3650), 180, "a whole number of days from 1 to 3650"
 )

@@ -20,8 +20,8 @@ from scoring.models import (
     Shop,
     SlotOffer,
     WaitlistEntry,
-    cancellation_outcome,
 )
+from scoring.services import outcome_of
 
 CHUNK = 5000
 FIRST = ["Ada", "Ben", "Chloe", "Dev", "Ema", "Farid", "Gita", "Hugo", "Ines", "Jon", "Kai", "Lea", "Milo", "Nora"]
@@ -154,7 +154,7 @@ def _appointments(rng: random.Random, people: list[Person], count: int, now: dat
             row.update(_what_happened(rng, starts_at, reliability))
             recent = ends_at > now - timedelta(days=2)
             if not (recent and rng.random() < 0.6):  # most recent ones still await resolve-outcomes
-                row["outcome"] = _outcome(row).value
+                row["outcome"] = outcome_of(starts_at, row.get("checked_in_at"), row.get("cancelled_at")).value
                 row["resolved_at"] = ends_at + timedelta(hours=1)
         yield row
 
@@ -170,9 +170,3 @@ def _what_happened(rng: random.Random, starts_at: datetime, reliability: float) 
         late_hours = int(LATE_CANCEL_WINDOW.total_seconds() // 3600)
         return {"cancelled_at": starts_at - timedelta(hours=rng.randrange(1, late_hours))}
     return {}
-
-
-def _outcome(row: Row) -> Outcome:
-    if row.get("cancelled_at") is not None:
-        return cancellation_outcome(row["starts_at"], row["cancelled_at"])
-    return Outcome.ATTENDED if row.get("checked_in_at") is not None else Outcome.NO_SHOW

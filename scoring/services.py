@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TypedDict
 
@@ -237,9 +236,7 @@ class OfferCounters(TypedDict):
     errors: list[str]
 
 
-def offer_loop(
-    *, now: datetime, shop: uuid.UUID | None = None, limit: int = 200, slots: Iterable[uuid.UUID] | None = None
-) -> OfferCounters:
+def offer_loop(*, now: datetime, shop: uuid.UUID | None = None, limit: int = 200) -> OfferCounters:
     """Offer each open slot without a pending offer to the best-ranked waiting customer.
 
     A slot is open while it is a cancelled appointment still in the future that
@@ -253,8 +250,6 @@ def offer_loop(
     )
     if shop is not None:
         open_slots = open_slots.filter(shop_id=shop)
-    if slots is not None:
-        open_slots = open_slots.filter(id__in=list(slots))
     counters = OfferCounters(total=0, offered=0, exhausted=0, skipped=0, errors=[])
     for slot in open_slots.order_by("starts_at", "id")[:limit]:
         counters["total"] += 1
@@ -306,13 +301,14 @@ class ExpireCounters(TypedDict):
 
 
 def expire_offers(*, now: datetime, limit: int = 200) -> ExpireCounters:
-    """Expire pending offers past their time, then offer those slots to the next in line."""
+    """Expire pending offers past their time, then run the offer loop: those slots go to the
+    next in line, and any slot freed since the last run gets its first offer."""
     due = SlotOffer.objects.filter(status=OfferStatus.PENDING, expires_at__lte=now)
-    batch = list(due.order_by("expires_at", "id").values_list("id", "slot_id")[:limit])
-    expired = SlotOffer.objects.filter(id__in=[pk for pk, _ in batch], status=OfferStatus.PENDING).update(
+    batch = list(due.order_by("expires_at", "id").values_list("id", flat=True)[:limit])
+    expired = SlotOffer.objects.filter(id__in=batch, status=OfferStatus.PENDING).update(
         status=OfferStatus.EXPIRED, responded_at=now
     )
-    next_offers = offer_loop(now=now, slots={slot for _, slot in batch}, limit=limit)
+    next_offers = offer_loop(now=now, limit=limit)
     return ExpireCounters(
         total=len(batch), expired=expired, offered=next_offers["offered"], errors=next_offers["errors"]
     )

@@ -127,3 +127,11 @@ def test_accepting_books_the_slot_and_closes_the_wait_declining_passes_it_on():
     with pytest.raises(OfferClosed):
         respond_to_offer(offer.pk, accept=True, now=NOW)
     assert first.closed_at is None
+
+
+def test_expire_offers_also_gives_a_newly_freed_slot_its_first_offer():
+    shop = make.shop()
+    slot = freed_slot(shop)
+    waiting(shop, "first", score=90)
+    assert expire_offers(now=NOW) == {"total": 0, "expired": 0, "offered": 1, "errors": []}
+    assert offered_to(slot) == ["first"]

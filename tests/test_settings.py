@@ -21,9 +21,11 @@ PRODUCTION = {
 
 
 def check(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """manage.py check (or another command, given first) with these variables set."""
     clean = {key: value for key, value in os.environ.items() if key not in PRODUCTION and key != "DEBUG"}
+    command = list(args) if args and not args[0].startswith("-") else ["check", *args]
     return subprocess.run(
-        [sys.executable, "manage.py", "check", *args],
+        [sys.executable, "manage.py", *command],
         env={**clean, **env},
         cwd=ROOT,
         capture_output=True,
@@ -78,3 +80,9 @@ def test_without_debug_a_secret_key_is_required():
     result = check({"DEBUG": "false"})
     assert result.returncode != 0
     assert "SECRET_KEY must be set when DEBUG is off" in result.stderr
+
+
+def test_a_secret_starting_with_a_dollar_is_taken_as_it_is():
+    shell = ["shell", "-c", "from django.conf import settings; print(settings.CRON_SECRET, settings.SECRET_KEY)"]
+    result = check({"CRON_SECRET": "$ecret-value", "SECRET_KEY": "$HOME-not-a-reference"}, *shell)
+    assert result.stdout.split()[-2:] == ["$ecret-value", "$HOME-not-a-reference"], result.stderr
