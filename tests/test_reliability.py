@@ -65,6 +65,18 @@ def advisory_locks() -> list[tuple]:
         return other.execute("SELECT objid, pid, granted FROM pg_locks WHERE locktype = 'advisory'").fetchall()
 
 
+def recompute_in_parallel(url: str, count: int) -> list[tuple[int, str, str]]:
+    """`count` real `manage.py recompute_scores --json` processes at once; (exit code, stdout, stderr) each."""
+    env = {**os.environ, "DATABASE_URL": url, **SLOW}
+    command = [sys.executable, "manage.py", "recompute_scores", "--json"]
+    processes = [
+        subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(count)
+    ]
+    finished = [process.communicate(timeout=120) for process in processes]
+    return [(process.returncode, out, err) for process, (out, err) in zip(processes, finished, strict=True)]
+
+
 def get(url: str, headers: dict[str, str]) -> tuple[int, str, bytes]:
     request = urllib.request.Request(url, headers=headers)
     try:
@@ -110,19 +122,7 @@ def test_20_simultaneous_requests_to_a_multi_process_server_run_one_at_a_time_an
 @real_db
 def test_5_parallel_manage_py_processes_run_one_at_a_time_and_are_all_recorded():
     seed()
-    env = {**os.environ, "DATABASE_URL": database_url(), **SLOW}
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "manage.py", "recompute_scores", "--json"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(5)
-    ]
-    outcomes = [(process.wait(120), json.loads(process.stdout.read())) for process in processes]
+    outcomes = [(code, json.loads(out)) for code, out, _ in recompute_in_parallel(database_url(), 5)]
     assert {code for code, _ in outcomes} <= {0, 75}
     assert all(body["status"] == ("succeeded" if code == 0 else "skipped") for code, body in outcomes)
     runs = list(JobRun.objects.filter(job="recompute-scores"))
@@ -237,20 +237,10 @@ def test_through_pgbouncer_in_transaction_mode_runs_exclude_each_other_and_leave
         client.execute("SELECT pg_advisory_lock(991234)")
     assert any(objid == 991234 for objid, _, _ in advisory_locks()), "expected the session lock to leak"
 
+    finished = recompute_in_parallel(pgbouncer, 5)
+    codes = [code for code, _, _ in finished]
+    assert set(codes) <= {0, 75} and 0 in codes, [err for _, _, err in finished]
     env = {**os.environ, "DATABASE_URL": pgbouncer, **SLOW}
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "manage.py", "recompute_scores", "--json"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(5)
-    ]
-    codes = [process.wait(120) for process in processes]
-    assert set(codes) <= {0, 75} and 0 in codes, [p.stderr.read() for p in processes]
     runs = list(JobRun.objects.filter(job="recompute-scores"))
     assert len(runs) == 5
     assert_no_overlap([run for run in runs if run.status == Status.SUCCEEDED])
