@@ -94,7 +94,7 @@ def test_20_simultaneous_requests_to_a_multi_process_server_run_one_at_a_time_an
     seed()
     responses: list[tuple[int, str, bytes]] = []
     start = threading.Barrier(20)
-    with serve(SLOW, workers=4) as base:
+    with serve(workers=4) as base:
 
         def call() -> None:
             start.wait()
