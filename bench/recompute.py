@@ -32,6 +32,7 @@ import urllib.request
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -172,7 +173,7 @@ print(json.dumps({"seconds": time.perf_counter() - started, "status": result.run
 """
 
 
-def measure_job(env: dict[str, str]) -> dict[str, object]:
+def measure_job(env: dict[str, str]) -> dict[str, Any]:
     """The job through the runner, timed end to end (ledger writes and commit included),
     in a process of its own so that its peak RSS is the job's."""
     result = json.loads(run([sys.executable, "-c", JOB], {**env, "DJANGO_SETTINGS_MODULE": "project.settings"}).stdout)
@@ -188,11 +189,12 @@ def measure_job(env: dict[str, str]) -> dict[str, object]:
 
 def fingerprint(url: str) -> str:
     with psycopg.connect(url) as conn:
-        return conn.execute(
+        row = conn.execute(
             "SELECT md5(string_agg(concat_ws(',', customer_id, shop_id, score, tier, attended, no_shows, "
             "late_cancels, cancellations, last_appointment_at, window_days, computed_at), ';' "
             "ORDER BY customer_id)) FROM scoring_customerscore"
-        ).fetchone()[0]
+        ).fetchone()
+    return str(row[0] if row else "")
 
 
 FLOOR = """
@@ -230,7 +232,7 @@ ON CONFLICT (customer_id) DO UPDATE SET
 """
 
 
-def measure_floor(url: str, now: datetime) -> dict[str, object]:
+def measure_floor(url: str, now: datetime) -> dict[str, Any]:
     from django.conf import settings
 
     days = settings.RECOMPUTE_SCORES_WINDOW_DAYS
@@ -244,7 +246,7 @@ def measure_floor(url: str, now: datetime) -> dict[str, object]:
     return {"seconds": seconds, "rows": cursor.rowcount}
 
 
-def measure_naive(url: str, now: datetime, sample: int, n: int) -> dict[str, object]:
+def measure_naive(url: str, now: datetime, sample: int, n: int) -> dict[str, Any]:
     """What a typical first version does: per customer, load the window, count in Python, save."""
     from django.conf import settings
     from django.db import connection

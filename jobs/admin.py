@@ -188,7 +188,7 @@ class JobRunAdmin(admin.ModelAdmin):
         result = run_job(job.name, trigger=Trigger.ADMIN, params=params, user=request.user, origin="admin")
         level = {
             Status.SUCCEEDED: messages.SUCCESS, Status.SKIPPED: messages.WARNING, Status.PARTIAL: messages.WARNING,
-        }.get(result.run.status, messages.ERROR)  # fmt: skip
+        }.get(Status(result.run.status), messages.ERROR)  # fmt: skip
         text = summary(result)
         if result.run.status == Status.SKIPPED:
             text = f"{job.name} is already running (lock {result.run.lock_id} is held): no second run was started."

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -61,7 +61,7 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        return {Status.SUCCEEDED: 0, Status.SKIPPED: 75}.get(self.run.status, 1)
+        return {Status.SUCCEEDED: 0, Status.SKIPPED: 75}.get(Status(self.run.status), 1)
 
 
 def get_job(name: str) -> Job:
@@ -119,7 +119,7 @@ def run_job(
     *,
     trigger: Trigger,
     params: Params | None = None,
-    user: AbstractBaseUser | None = None,
+    user: User | AnonymousUser | None = None,
     origin: str = "",
 ) -> RunResult:
     """Run a registered job under its lock and record the run.
@@ -160,7 +160,7 @@ def run_job(
         started_at=now,
         params=recorded,
         lock_id=lock_id,
-        user=user if user is not None and user.is_authenticated else None,
+        user=user if isinstance(user, User) else None,
         origin=origin[:255],
     )
     try:
@@ -209,7 +209,7 @@ def _resume_point(job: Job, run: JobRun, params: Params) -> uuid.UUID | None:
     """Where the last real run of the same scope stopped for lack of time, if it did."""
     if "resume_after" not in job.accepts:
         return None
-    same_scope = {"params__shop": str(params.shop)} if params.shop else {"params__shop__isnull": True}
+    same_scope: dict[str, Any] = {"params__shop": str(params.shop)} if params.shop else {"params__shop__isnull": True}
     last = (
         JobRun.objects.filter(job=job.name, status__in=[Status.SUCCEEDED, Status.PARTIAL], **same_scope)
         .filter(params__dry_run__isnull=True)  # dry runs record dry_run: true; their work was rolled back
@@ -270,5 +270,5 @@ def _body(run: JobRun) -> dict[str, Any]:
         return {**head, "skipped": True, "reason": "locked"}
     if run.status == Status.FAILED:
         return {**head, "error": "Job failed; the traceback is on the run in the admin."}
-    dry_run = {"dryRun": True} if run.params.get("dry_run") else {}
+    dry_run: dict[str, Any] = {"dryRun": True} if run.params.get("dry_run") else {}
     return {**head, **dry_run, **run.counters, "errors": run.errors}

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
 
 
 class AdminSite(admin.AdminSite):
@@ -14,7 +15,7 @@ class AdminSite(admin.AdminSite):
 
     def app_index(
         self, request: HttpRequest, app_label: str, extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
+    ) -> TemplateResponse:
         if app_label == "jobs":
             from jobs.admin import overview_context  # jobs.admin registers on this site: import it late
 

@@ -96,7 +96,7 @@ for _name in ("VERCEL_URL", "VERCEL_BRANCH_URL", "VERCEL_PROJECT_PRODUCTION_URL"
     if _host := _text(_name):
         ALLOWED_HOSTS.append(_host)
 
-DATABASES = {
+DATABASES: dict[str, dict[str, Any]] = {
     "default": _read(
         "DATABASE_URL",
         _database,

@@ -41,7 +41,7 @@ class ShopAdmin(admin.ModelAdmin):
 class ScoreInline(ReadOnly, admin.StackedInline):
     model = CustomerScore
     can_delete = False
-    fields = [
+    fields = (
         "score",
         "tier",
         "attended",
@@ -50,8 +50,7 @@ class ScoreInline(ReadOnly, admin.StackedInline):
         "cancellations",
         "last_appointment_at",
         "computed_at",
-    ]
-    readonly_fields = fields
+    )  # fmt: skip  (shown read-only: nobody may change a score)
 
 
 @admin.register(Customer)

@@ -73,7 +73,9 @@ def _insert(model: type[Model], rows: Iterator[Row]) -> None:
     defaults = [field.get_default() for field in fields]
     columns = ", ".join(field.column for field in fields)
     table = model._meta.db_table
-    values = (tuple(row.get(f.attname, d) for f, d in zip(fields, defaults, strict=True)) for row in rows)
+    values: Iterator[tuple[Any, ...]] = (
+        tuple(row.get(f.attname, d) for f, d in zip(fields, defaults, strict=True)) for row in rows
+    )
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
@@ -81,7 +83,7 @@ def _insert(model: type[Model], rows: Iterator[Row]) -> None:
                     copy.write_row(value)
             return
         sql = f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"
-        chunk: list[tuple[object, ...]] = []
+        chunk: list[tuple[Any, ...]] = []
         for value in values:
             chunk.append(tuple(_sqlite(item) for item in value))
             if len(chunk) == CHUNK:
