@@ -8,7 +8,6 @@ from datetime import datetime, timedelta
 from cron_descriptor import ExpressionDescriptor
 from cronsim import CronSim
 from django.conf import settings
-from django.db.models import Q
 
 from jobs.models import JobRun, Status
 from jobs.registry import JOBS, Job
@@ -47,7 +46,7 @@ def health(job: Job, now: datetime) -> JobHealth:
     runs = JobRun.objects.filter(job=job.name).order_by("-started_at", "-id")
     last_run = runs.exclude(status=Status.SKIPPED).first()
     last_finished = runs.filter(status__in=FINISHED).first()
-    last_success = runs.filter(Q(status=Status.SUCCEEDED)).first()
+    last_success = runs.filter(status=Status.SUCCEEDED).first()
     next_run = next(iter(CronSim(job.schedule, now)), None) if job.schedule else None
     verdict, note = _verdict(job, now, last_run, last_finished, last_success)
     return JobHealth(job, verdict, note, last_run, last_success, next_run)

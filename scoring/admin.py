@@ -2,14 +2,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from scoring.models import Appointment, Customer, CustomerScore, Shop, SlotOffer, WaitlistEntry
+from scoring.services import OfferClosed, respond_to_offer
 
 
 class ReadOnly:
@@ -115,3 +117,21 @@ class SlotOfferAdmin(ReadOnly, admin.ModelAdmin):
     list_filter = ["status"]
     list_select_related = ["slot__customer", "customer"]
     search_fields = ["customer__name"]
+    actions = ["accept", "decline"]
+
+    @admin.action(description="Record the customer's answer: accepted (books the slot)")
+    def accept(self, request: HttpRequest, queryset: QuerySet[SlotOffer]) -> None:
+        self._answer(request, queryset, accept=True)
+
+    @admin.action(description="Record the customer's answer: declined (offers the slot to the next in line)")
+    def decline(self, request: HttpRequest, queryset: QuerySet[SlotOffer]) -> None:
+        self._answer(request, queryset, accept=False)
+
+    def _answer(self, request: HttpRequest, queryset: QuerySet[SlotOffer], *, accept: bool) -> None:
+        for offer in queryset:
+            try:
+                respond_to_offer(offer.pk, accept=accept, now=timezone.now())
+            except OfferClosed:
+                messages.warning(request, f"{offer}: no longer pending, nothing recorded.")
+            else:
+                messages.success(request, f"{offer}: {'accepted' if accept else 'declined'}.")

@@ -183,3 +183,32 @@ def test_the_admin_is_for_staff_only():
     client = Client()
     client.login(username="outsider", password="pw-123-long")
     assert client.get(OVERVIEW)["Location"].startswith("/admin/login/")
+
+
+def test_staff_record_a_customers_answer_to_an_offer():
+    from scoring.models import Appointment, OfferStatus, SlotOffer, WaitlistEntry
+    from scoring.services import offer_loop
+
+    shop = make.shop()
+    owner, waiting = make.customer(shop, "Owner"), make.customer(shop, "Waiting")
+    starts_at = timezone.now() + timedelta(days=1)
+    Appointment.objects.create(
+        shop=shop, customer=owner, starts_at=starts_at, ends_at=starts_at + timedelta(hours=1),
+        cancelled_at=timezone.now(),
+    )  # fmt: skip
+    WaitlistEntry.objects.create(shop=shop, customer=waiting)
+    offer_loop(now=timezone.now())
+    offer = SlotOffer.objects.get()
+    client = staff(superuser=True)
+    page = client.get(reverse("admin:scoring_slotoffer_changelist"))
+    client.post(
+        reverse("admin:scoring_slotoffer_changelist"),
+        {
+            "action": "accept",
+            "_selected_action": [str(offer.pk)],
+            "csrfmiddlewaretoken": page.cookies["csrftoken"].value,
+        },
+    )
+    offer.refresh_from_db()
+    assert offer.status == OfferStatus.ACCEPTED
+    assert Appointment.objects.filter(customer=waiting, starts_at=starts_at).exists()
