@@ -67,32 +67,31 @@ def recompute_scores(
     """
     batch_size = batch_size or settings.RECOMPUTE_SCORES_BATCH_SIZE
     customers = Customer.objects.all() if shop is None else Customer.objects.filter(shop_id=shop)
-    counters = RecomputeCounters(total=0, created=0, updated=0, unchanged=0, remaining=0)
+    scores = CustomerScore.objects.all() if shop is None else CustomerScore.objects.filter(customer__shop_id=shop)
+    existing = scores.count()
+    total = written = 0
     errors: list[str] = []
     after = resume_after or _FIRST
-    while True:
-        if deadline is not None and time.monotonic() >= deadline:
-            counters["remaining"] = customers.filter(id__gt=after).count()
-            if counters["remaining"]:
-                counters["resume_after"] = str(after)
-            break
-        boundary = list(
-            customers.filter(id__gt=after).order_by("id").values_list("id", flat=True)[batch_size - 1 : batch_size]
-        )
-        upper = boundary[0] if boundary else _LAST
+    while deadline is None or time.monotonic() < deadline:
+        # The batch ends at its batch_size-th customer; the last one, at the end, is counted.
+        boundary = customers.filter(id__gt=after).order_by("id").values_list("id", flat=True)[batch_size - 1 :][:1]
+        upper = next(iter(boundary), _LAST)
+        size = batch_size if upper != _LAST else customers.filter(id__gt=after).count()
         with item(errors, f"customers {after}..{upper}"):
-            batch = customers.filter(id__gt=after, id__lte=upper).aggregate(total=Count("id"), existing=Count("score"))
-            written = _upsert_scores(after, upper, shop, now)
-            created = batch["total"] - batch["existing"]
-            counters["total"] += batch["total"]
-            counters["created"] += created
-            counters["updated"] += written - created
-            counters["unchanged"] += batch["total"] - written
-        if not boundary:
+            written += _upsert_scores(after, upper, shop, now)
+            total += size
+        if upper == _LAST:
+            after = _LAST
             break
         after = upper
 
-    scores = CustomerScore.objects.all() if shop is None else CustomerScore.objects.filter(shop_id=shop)
+    created = scores.count() - existing
+    counters = RecomputeCounters(
+        total=total, created=created, updated=written - created, unchanged=total - written, remaining=0
+    )
+    if after != _LAST and (remaining := customers.filter(id__gt=after).count()):  # out of time
+        counters["remaining"] = remaining
+        counters["resume_after"] = str(after)
     tiers = dict(scores.values_list("tier").annotate(n=Count("*")).order_by())
     for tier in Tier:
         counters[f"tier_{tier.value}"] = tiers.get(tier.value, 0)  # type: ignore[literal-required]
