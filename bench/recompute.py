@@ -70,6 +70,8 @@ def main() -> None:
     else:
         print(f"reusing the seeded {n:,} customers, {10 * n:,} appointments (--reseed to start over)", flush=True)
 
+    with psycopg.connect(url) as conn:  # every method starts from no scores, and writes them all
+        conn.execute("TRUNCATE scoring_customerscore")
     job = measure_job(env)
     now = job["now"]
     job_rows = fingerprint(url)
