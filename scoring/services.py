@@ -103,16 +103,14 @@ def _upsert_scores(after: uuid.UUID, upper: uuid.UUID, shop: uuid.UUID | None, n
     """Score the customers with after < id <= upper in one statement; return rows written."""
     window_days = settings.RECOMPUTE_SCORES_WINDOW_DAYS
     ops, pk = connection.ops, Customer._meta.pk
-    params = [
-        window_days,
-        ops.adapt_datetimefield_value(now),
-        ops.adapt_datetimefield_value(now - timedelta(days=window_days)),
-        ops.adapt_datetimefield_value(now),
-        pk.get_db_prep_value(after, connection),
-        pk.get_db_prep_value(upper, connection),
-    ]
-    if shop is not None:
-        params.append(pk.get_db_prep_value(shop, connection))
+    params = {
+        "window_days": window_days,
+        "now": ops.adapt_datetimefield_value(now),
+        "start": ops.adapt_datetimefield_value(now - timedelta(days=window_days)),
+        "after": pk.get_db_prep_value(after, connection),
+        "upper": pk.get_db_prep_value(upper, connection),
+        "shop": pk.get_db_prep_value(shop, connection) if shop else None,
+    }
     with connection.cursor() as cursor:
         cursor.execute(_upsert_sql(connection.vendor, by_shop=shop is not None), params)
         return cursor.rowcount
@@ -131,7 +129,7 @@ def _upsert_sql(vendor: str, *, by_shop: bool) -> str:
                     WHEN score >= 80 THEN '{Tier.RELIABLE.value}'
                     WHEN score >= 50 THEN '{Tier.WATCH.value}'
                     ELSE '{Tier.RISKY.value}' END,
-               a, n, l, c, last_at, %s, %s
+               a, n, l, c, last_at, %(window_days)s, %(now)s
         FROM (
             SELECT id, shop_id, a, n, l, c, last_at,
                    (400 * (a + 1) + 2 * a + 2 * n + l + 4) / (2 * (2 * a + 2 * n + l + 4)) AS score
@@ -146,8 +144,10 @@ def _upsert_sql(vendor: str, *, by_shop: bool) -> str:
                 LEFT JOIN {appointments} ap
                        ON ap.customer_id = cu.id
                       AND ap.outcome <> '{Outcome.PENDING.value}'
-                      AND ap.starts_at >= %s AND ap.starts_at < %s
-                WHERE cu.id > %s AND cu.id <= %s {"AND cu.shop_id = %s" if by_shop else ""}
+                      AND ap.starts_at >= %(start)s AND ap.starts_at < %(now)s
+                      -- the batch's range on this side too: the planner reads just its slice of the index
+                      AND ap.customer_id > %(after)s AND ap.customer_id <= %(upper)s
+                WHERE cu.id > %(after)s AND cu.id <= %(upper)s {"AND cu.shop_id = %(shop)s" if by_shop else ""}
                 GROUP BY cu.id, cu.shop_id
             ) counted
         ) scored
