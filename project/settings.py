@@ -124,7 +124,7 @@ RECOMPUTE_SCORES_WINDOW_DAYS = _read(
     "RECOMPUTE_SCORES_WINDOW_DAYS", _int(1, 3650), 180, "a whole number of days from 1 to 3650"
 )
 RECOMPUTE_SCORES_BATCH_SIZE = _read(
-    "RECOMPUTE_SCORES_BATCH_SIZE", _int(1, 1_000_000), 5000, "a whole number of customers from 1 to 1000000"
+    "RECOMPUTE_SCORES_BATCH_SIZE", _int(1, 1_000_000), 20000, "a whole number of customers from 1 to 1000000"
 )
 RESOLVE_OUTCOMES_GRACE_MINUTES = _read(
     "RESOLVE_OUTCOMES_GRACE_MINUTES", _int(0, 10080), 60, "a whole number of minutes from 0 to 10080"
