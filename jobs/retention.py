@@ -31,7 +31,7 @@ def prune_job_runs(*, now: datetime, deadline: float | None = None, batch_size: 
     latest = JobRun.objects.values("job").annotate(latest=Max("id")).values_list("latest", flat=True)
     old = JobRun.objects.filter(started_at__lt=cutoff).exclude(status=Status.RUNNING).exclude(id__in=list(latest))
     counters = PruneCounters(deleted=0, remaining=0, errors=[])
-    while deadline is None or time.monotonic() < deadline:
+    while True:  # at least one batch, however small the budget
         ids = list(old.order_by("id").values_list("id", flat=True)[:batch_size])
         if not ids:
             break
@@ -40,5 +40,7 @@ def prune_job_runs(*, now: datetime, deadline: float | None = None, batch_size: 
             counters["deleted"] += JobRun.objects.filter(id__in=ids).delete()[0]
         if len(counters["errors"]) > errors_before:
             break  # the same batch would fail again: stop, and say so
+        if deadline is not None and time.monotonic() >= deadline:
+            break
     counters["remaining"] = old.count()
     return counters

@@ -17,6 +17,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
@@ -52,16 +54,6 @@ def assert_equals_one_clean_run() -> None:
     CustomerScore.objects.all().delete()
     recompute_scores(now=datetime.fromisoformat(last.params["now"]))
     assert got == scores()
-
-
-def clean_run_at(now: datetime) -> list[tuple]:
-    """The scores one uninterrupted run at `now` computes from nothing, without keeping them."""
-    with transaction.atomic():
-        CustomerScore.objects.all().delete()
-        recompute_scores(now=now)
-        computed = scores()
-        transaction.set_rollback(True)
-    return computed
 
 
 def assert_no_overlap(runs: list[JobRun]) -> None:
@@ -145,14 +137,51 @@ def test_5_parallel_manage_py_processes_run_one_at_a_time_and_are_all_recorded()
 # 2. kill -9 mid-run -----------------------------------------------------------------------------
 
 
+@contextmanager
+def recompute_held_at(customer_id: object, env: dict[str, str]) -> Iterator[tuple[subprocess.Popen, int]]:
+    """A real `manage.py recompute_scores` held mid-run, whatever the machine's speed.
+
+    Another session locks the score row of `customer_id`, so the run's upsert of that
+    customer's batch waits on it: every earlier batch is written (uncommitted), no later
+    one is. Yields the process and its backend's pid once that backend is seen waiting.
+    Leaving the block lets the upsert go on.
+    """
+    # pg_stat_activity is a snapshot per transaction: watch from a connection of its own.
+    with connect_elsewhere() as blocker, connect_elsewhere() as watcher, blocker.transaction():
+        blocker.execute("SELECT 1 FROM scoring_customerscore WHERE customer_id = %s FOR UPDATE", [customer_id])
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "recompute_scores"], cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not (waiting := watcher.execute(
+            "SELECT pid FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", [blocker.info.backend_pid]
+        ).fetchall()):  # fmt: skip
+            assert process.poll() is None, f"the run ended without reaching the held row: {process.stderr.read()}"
+            assert time.monotonic() < deadline, "the run never reached the held row"
+            time.sleep(0.01)
+        yield process, waiting[0][0]
+
+
+def lock_gone_within(lock_id: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while any(objid == lock_id for objid, _, _ in advisory_locks()):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 @pytest.mark.postgres
 @real_db
 def test_kill_9_at_random_points_ten_times_frees_the_lock_writes_nothing_and_the_next_run_recovers():
-    seed(customers=6000, appointments=40000)
-    recompute_scores(now=timezone.now())  # the "previous run"
+    seed()
+    recompute_scores(now=timezone.now())  # the "previous run": every customer has a score row
+    customers = list(CustomerScore.objects.order_by("customer_id").values_list("customer_id", flat=True))
     rng = random.Random(9)
-    env = {**os.environ, "DATABASE_URL": database_url(), "RECOMPUTE_SCORES_BATCH_SIZE": "20"}  # 300 batches
-    landed_after_commit = 0
+    batch = 50
+    env = {**os.environ, "DATABASE_URL": database_url(), "RECOMPUTE_SCORES_BATCH_SIZE": str(batch)}  # 60 batches
+    held_at: list[int] = []
     for kill in range(10):
         # Change history, so that a finished run would rewrite many scores.
         flip = Appointment.objects.filter(outcome__in=[Outcome.ATTENDED, Outcome.NO_SHOW]).order_by("?")[:400]
@@ -161,29 +190,15 @@ def test_kill_9_at_random_points_ten_times_frees_the_lock_writes_nothing_and_the
             appointment.checked_in_at = appointment.starts_at if appointment.outcome == Outcome.ATTENDED else None
             appointment.save(update_fields=["outcome", "checked_in_at"])
         before = scores()
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "recompute_scores"], cwd=ROOT, env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while not any(objid == 482175 for objid, _, _ in advisory_locks()):
-            assert process.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0, 0.8))
-        assert process.poll() is None, f"kill {kill}: the run finished before the kill; make it slower"
-        process.send_signal(signal.SIGKILL)
-        process.wait(10)
-        killed_at = time.monotonic()
-        while any(objid == 482175 for objid, _, _ in advisory_locks()):
-            assert time.monotonic() - killed_at < 2, f"kill {kill}: the lock outlived its process by 2 s"
-            time.sleep(0.02)
-        got = scores()
-        if got != before:  # the kill came after the commit: then every score must be the new one
-            killed_now = JobRun.objects.filter(job="recompute-scores").latest("id").params["now"]
-            assert got == clean_run_at(datetime.fromisoformat(killed_now)), f"kill {kill}: half-written scores"
-            landed_after_commit += 1
-    print(f"10 kills, {10 - landed_after_commit} mid-run, {landed_after_commit} after the commit")
+        held = rng.randrange(batch, len(customers))  # in batch 2 or later: earlier batches are written by then
+        held_at.append(held // batch + 1)
+        with recompute_held_at(customers[held], env) as (process, _):
+            process.send_signal(signal.SIGKILL)
+            process.wait(10)
+        # The row is free again: the orphaned statement ends, its backend finds no client and rolls back.
+        assert lock_gone_within(482175, 2), f"kill {kill}: the lock outlived its process by 2 s"
+        assert scores() == before, f"kill {kill} (held at customer {held}): a killed run's writes were kept"
+    print(f"10 kills, each while batch {held_at} of 60 waited")
 
     killed = list(JobRun.objects.filter(job="recompute-scores", status=Status.RUNNING).values_list("pk", flat=True))
     assert len(killed) == 10
@@ -307,18 +322,13 @@ def test_an_unmigrated_database_gives_a_clean_command_error(tmp_path):
 @real_db
 def test_a_connection_dropped_mid_run_never_ends_as_a_success():
     seed()
+    recompute_scores(now=timezone.now())
+    customers = list(CustomerScore.objects.order_by("customer_id").values_list("customer_id", flat=True))
     env = {**os.environ, "DATABASE_URL": database_url(), **SLOW}
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "recompute_scores"], cwd=ROOT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while not (holders := [pid for objid, pid, _ in advisory_locks() if objid == 482175]):
-        assert time.monotonic() < deadline and process.poll() is None
-        time.sleep(0.01)
-    with connect_elsewhere() as other:
-        other.execute("SELECT pg_terminate_backend(%s)", [holders[0]])
-    code = process.wait(60)
+    with recompute_held_at(customers[len(customers) // 2], env) as (process, backend):
+        with connect_elsewhere() as other:
+            other.execute("SELECT pg_terminate_backend(%s)", [backend])
+        code = process.wait(60)
     assert code == 1, process.stderr.read()
     run = JobRun.objects.get()
     assert run.status in (Status.RUNNING, Status.FAILED)  # running: its process could not record the end
