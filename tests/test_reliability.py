@@ -24,7 +24,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection
 from django.utils import timezone
 
 from jobs.models import JobRun, Status
