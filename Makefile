@@ -1,6 +1,6 @@
 # make demo   set up .venv, migrate the SQLite default, seed demo data once, run the jobs in their nightly order
 # make test   set up .venv, run the whole test suite (SQLite, or PostgreSQL when DATABASE_URL says so)
-# make lint   ruff and mypy
+# make lint   ruff, the layering contract (import-linter) and mypy
 # make bench  the recompute benchmark against PostgreSQL (see README, Performance)
 PYTHON ?= python3
 VENV := .venv
@@ -29,6 +29,7 @@ test: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/mypy project scoring jobs bench
 
 clean:

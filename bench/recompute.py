@@ -198,9 +198,9 @@ django.setup()
 from jobs.models import Trigger
 from jobs.runner import run_job
 started = time.perf_counter()
-result = run_job("recompute-scores", trigger=Trigger.CLI, origin="bench")
-print(json.dumps({"seconds": time.perf_counter() - started, "status": result.run.status,
-                  "now": result.run.params["now"], "total": result.run.counters.get("total"),
+run = run_job("recompute-scores", trigger=Trigger.CLI, origin="bench")
+print(json.dumps({"seconds": time.perf_counter() - started, "status": run.status,
+                  "now": run.params["now"], "total": run.counters.get("total"),
                   "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """
 

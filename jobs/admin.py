@@ -8,6 +8,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
+from django.forms import BoundField
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
@@ -15,16 +16,15 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_POST
 
-from jobs.commands import summary
+from jobs import report
+from jobs.forms import ParamError, clean
 from jobs.health import ago, overview
 from jobs.models import JobRun, Status, Trigger
-from jobs.registry import JOBS
-from jobs.runner import ParamError, get_job, parse_params, run_job
-from scoring.models import Shop
+from jobs.registry import JOBS, Job
+from jobs.runner import run_job
 
 HEADLINE = 3  # counters shown in the list
 NONE = mark_safe("<em>none</em>")
-SHOP_CHOICES = 500  # beyond this, Run now takes a shop id typed in
 COLOURS = {
     Status.RUNNING: "#1d4ed8",
     Status.SUCCEEDED: "#15803d",
@@ -46,8 +46,8 @@ def badge(status: str) -> SafeString:
     )
 
 
-def headline(counters: dict[str, Any]) -> str:
-    numbers = [(key, value) for key, value in counters.items() if isinstance(value, int)]
+def headline(run: JobRun) -> str:
+    numbers = [(key, value) for key, value in report.counters(run).items() if isinstance(value, int)]
     return " · ".join(f"{key} {value:,}" for key, value in numbers[:HEADLINE])
 
 
@@ -113,7 +113,7 @@ class JobRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="counters")
     def counters_headline(self, obj: JobRun) -> str:
-        return headline(obj.counters)
+        return headline(obj)
 
     @admin.display(description="triggered by")
     def triggered_by(self, obj: JobRun) -> str:
@@ -133,7 +133,7 @@ class JobRunAdmin(admin.ModelAdmin):
         previous = self._previous(obj, status=Status.SUCCEEDED)
         before = previous.counters if previous else {}
         rows = []
-        for key, value in obj.counters.items():
+        for key, value in report.counters(obj).items():
             old = before.get(key)
             rows.append((key, _number(value), _number(old) if previous else "-", _change(value, old)))
         heading = f"previous success (#{previous.pk})" if previous else "previous success"
@@ -178,22 +178,33 @@ class JobRunAdmin(admin.ModelAdmin):
             raise PermissionDenied
         if name not in JOBS:
             raise Http404("No such job")
-        job = get_job(name)
+        job = JOBS[name]
         back = reverse("admin:app_list", args=["jobs"])
+        given = {field: request.POST[field] for field in run_now_fields(job) if request.POST.get(field)}
         try:
-            params = parse_params(job, {"shop": request.POST.get("shop") or None})
+            params = clean(job.name, job.form, given)
         except ParamError as error:
             messages.error(request, f"{job.name}: {error.param}: {error.message}")
             return HttpResponseRedirect(back)
-        result = run_job(job.name, trigger=Trigger.ADMIN, params=params, user=request.user, origin="admin")
+        run = run_job(job, params, trigger=Trigger.ADMIN, user=request.user, origin="admin")
         level = {
             Status.SUCCEEDED: messages.SUCCESS, Status.SKIPPED: messages.WARNING, Status.PARTIAL: messages.WARNING,
-        }.get(Status(result.run.status), messages.ERROR)  # fmt: skip
-        text = summary(result)
-        if result.run.status == Status.SKIPPED:
-            text = f"{job.name} is already running (lock {result.run.lock_id} is held): no second run was started."
+        }.get(Status(run.status), messages.ERROR)  # fmt: skip
+        text = report.summary(run)
+        if run.status == Status.SKIPPED:
+            text = f"{job.name} is already running (lock {run.lock_id} is held): no second run was started."
         messages.add_message(request, level, text)
-        return HttpResponseRedirect(reverse("admin:jobs_jobrun_change", args=[result.run.pk]))
+        return HttpResponseRedirect(reverse("admin:jobs_jobrun_change", args=[run.pk]))
+
+
+def run_now_fields(job: Job) -> list[str]:
+    """The job's parameters staff may set in Run now: all but the lock id."""
+    return [name for name in job.form.parameters() if name != "lock_id"]
+
+
+def run_now_form(job: Job) -> list[BoundField]:
+    form = job.form(auto_id=f"{job.name}-%s")
+    return [form[name] for name in run_now_fields(job)]
 
 
 def _number(value: Any) -> str:
@@ -229,15 +240,9 @@ def overview_context(request: HttpRequest) -> dict[str, Any]:
                 "last_badge": badge(last.status) if last else None,
                 "last_ago": ago(now - last.started_at) if last else None,
                 "last_duration": duration(last.duration_ms) if last else None,
-                "last_headline": headline(last.counters) if last else None,
+                "last_headline": headline(last) if last else None,
                 "success_ago": ago(now - success.started_at) if success else None,
-                "takes_shop": "shop" in health.job.accepts,
+                "run_now": run_now_form(health.job),
             }
         )
-    shops = list(Shop.objects.order_by("name").values_list("id", "name")[: SHOP_CHOICES + 1])
-    return {
-        "overview": rows,
-        "now": now,
-        "can_run": request.user.has_perm("jobs.run_job"),
-        "shops": shops if len(shops) <= SHOP_CHOICES else None,
-    }
+    return {"overview": rows, "now": now, "can_run": request.user.has_perm("jobs.run_job")}

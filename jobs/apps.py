@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.utils.module_loading import autodiscover_modules
 
 
 class JobsConfig(AppConfig):
@@ -6,4 +7,6 @@ class JobsConfig(AppConfig):
     verbose_name = "Scheduled jobs"
 
     def ready(self) -> None:
-        from jobs import checks  # noqa: F401  (registers the deploy checks)
+        from jobs import checks  # noqa: F401  (registers the system checks)
+
+        autodiscover_modules("jobs")  # each app's jobs.py declares its jobs, as admin.py registers its models

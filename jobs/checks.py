@@ -1,26 +1,36 @@
-"""System checks: the registry is consistent; deploy: the job secrets are set."""
+"""System checks: the declarations are consistent; deploy: the job secrets are set."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
-from jobs.registry import JOBS
+from jobs.registry import DECLARED, JOBS
+
+RESERVED = {"health"}  # paths under /api/jobs/ that are not jobs
 
 
 @register()
-def registry_is_consistent(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
+def declarations_are_consistent(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
     problems: list[CheckMessage] = []
-    lock_ids = [job.lock_id for job in JOBS.values()]
-    if len(set(lock_ids)) != len(lock_ids):
-        problems.append(Error("Two jobs share a lock id.", id="jobs.E001"))
-    for job in JOBS.values():
-        if not hasattr(settings, job.lock_setting):
-            problems.append(Error(f"settings.{job.lock_setting} is missing for job {job.name}.", id="jobs.E002"))
+    for name, count in Counter(job.name for job in DECLARED).items():
+        if count > 1:
+            problems.append(Error(f"{count} jobs are declared with the name {name!r}.", id="jobs.E001"))
+    for lock_id, count in Counter(job.lock_id for job in DECLARED).items():
+        if count > 1:
+            names = ", ".join(job.name for job in DECLARED if job.lock_id == lock_id)
+            problems.append(Error(f"Jobs {names} share lock id {lock_id}.", id="jobs.E002"))
+    for job in DECLARED:
         if job.schedule is not None and len(job.schedule.split()) != 5:
             problems.append(Error(f"Job {job.name}: schedule must have 5 fields.", id="jobs.E003"))
+        if job.name in RESERVED or "/" in job.name:
+            problems.append(Error(f"{job.name!r} cannot be a job's name.", id="jobs.E004"))
+    for variable in settings.JOBS_LOCK_IDS:
+        if variable not in {job.lock_setting for job in JOBS.values()}:
+            problems.append(Warning(f"{variable} is set, but no job is called that.", id="jobs.W003"))
     return problems
 
 

@@ -1,4 +1,4 @@
-"""The shell's way into the runner; each job's management command is one of these."""
+"""The shell's way into the runner: `run_job NAME`, and each job's own command is one of these."""
 
 from __future__ import annotations
 
@@ -13,28 +13,32 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
+from jobs import report
+from jobs.forms import ParamError, TrueFalseField, clean, option_name
 from jobs.models import Status, Trigger
-from jobs.registry import JOBS
-from jobs.runner import ParamError, RunResult, get_job, parse_params, run_job
+from jobs.registry import JOBS, all_fields, get_job
+from jobs.runner import run_job
 
-OPTION = {"shop": "--shop", "limit": "--limit", "lock_id": "--lock-id", "dry_run": "--dry-run"}
+EXIT = {Status.SUCCEEDED: 0, Status.SKIPPED: 75}  # anything else (partial, failed) exits 1; bad arguments 2
 
 
 class JobCommand(BaseCommand):
-    """Run one job through the runner. Exit: 0 succeeded, 1 partial or failed, 75 skipped, 2 bad arguments."""
+    """Run one job through the runner. Exit: 0 succeeded, 1 partial or failed, 75 skipped, 2 bad arguments.
+
+    The options are the job's form's fields (`run_job` offers every job's, and refuses those its job does not take).
+    """
 
     job_name: str | None = None  # None: the job's name is the first argument
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         if self.job_name is None:
             parser.add_argument("name", choices=sorted(JOBS), help="the job to run")
-        accepts = JOBS[self.job_name].accepts if self.job_name else {"shop", "limit"}
-        if "shop" in accepts:
-            parser.add_argument("--shop", help="only this shop (UUID)")
-        if "limit" in accepts:
-            parser.add_argument("--limit", help="at most this many items (default 200, max 1000)")
-        parser.add_argument("--lock-id", help="use this lock id instead of the job's")
-        parser.add_argument("--dry-run", action="store_true", help="do the work, then roll it back")
+        fields = get_job(self.job_name).form.parameters() if self.job_name else all_fields()
+        for name, field in fields.items():
+            if isinstance(field, TrueFalseField):
+                parser.add_argument(option_name(name), dest=name, action="store_true", help=str(field.help_text))
+            else:
+                parser.add_argument(option_name(name), dest=name, help=str(field.help_text))
         parser.add_argument("--json", action="store_true", help="print the JSON body the HTTP endpoint returns")
 
     def execute(self, *args: Any, **options: Any) -> str | None:
@@ -50,34 +54,18 @@ class JobCommand(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         job = get_job(self.job_name or options["name"])
-        raw = {key: options.get(key) for key in ("shop", "limit", "lock_id")}
-        raw["dry_run"] = "true" if options["dry_run"] else None
+        given = {name: options[name] for name in all_fields() if options.get(name) not in (None, False)}
         try:
-            params = parse_params(job, raw)
-            result = run_job(job.name, trigger=Trigger.CLI, params=params, origin=origin())
+            run = run_job(job, clean(job.name, job.form, given), trigger=Trigger.CLI, origin=origin())
         except ParamError as error:
-            raise CommandError(f"{OPTION[error.param]}: {error.message}", returncode=2) from None
+            raise CommandError(f"{option_name(error.param)}: {error.message}", returncode=2) from None
         except DatabaseError as error:  # unreachable, not migrated, ...: say so, without a traceback
             first_line = (str(error).strip().splitlines() or ["no answer"])[0]
             raise CommandError(f"database error: {first_line}", returncode=1) from None
-        self.stdout.write(json.dumps(result.body) if options["json"] else summary(result))
-        if result.exit_code:
-            sys.exit(result.exit_code)
+        self.stdout.write(json.dumps(report.body(run)) if options["json"] else report.summary(run))
+        if code := EXIT.get(Status(run.status), 1):
+            sys.exit(code)
 
 
 def origin() -> str:
     return f"{socket.gethostname()} pid {os.getpid()}"
-
-
-def summary(result: RunResult) -> str:
-    run = result.run
-    head = f"{run.job}: {run.status} in {run.duration_ms} ms (run #{run.pk})"
-    if run.status == Status.SKIPPED:
-        return f"{head}: another run holds lock {run.lock_id}"
-    if run.status == Status.FAILED:
-        last_line = (run.traceback.strip().splitlines() or [""])[-1]
-        return f"{head}\n  {last_line}\n  the full traceback is stored on run #{run.pk}"
-    counters = "  ".join(f"{key} {value}" for key, value in run.counters.items())
-    errors = "".join(f"\n  error: {error}" for error in run.errors) or "\n  errors: none"
-    dry = " (dry run, rolled back)" if run.params.get("dry_run") else ""
-    return f"{head}{dry}\n  {counters}{errors}"

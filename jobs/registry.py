@@ -1,25 +1,35 @@
-"""Every job, declared once. vercel.json, URLs, commands and the admin derive from it."""
+"""How a job is declared, and the registry of every declared job.
+
+Each app declares its jobs in its own `jobs.py` with the `@job(...)` decorator;
+the jobs app imports those modules at start-up (`autodiscover_modules("jobs")`),
+so the framework never imports an app. vercel.json, the URLs, the commands'
+options, the admin and the health verdicts derive from the declarations.
+"""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any, Literal
 
-from jobs.retention import prune_job_runs
-from scoring import services
+from django.forms import Field
+
+from jobs.context import Context, Result
+from jobs.forms import JobForm, fields_of
+
+JobFunction = Callable[[Context], Result]
 
 
 @dataclass(frozen=True)
 class Job:
     name: str
-    lock_id: int  # default PostgreSQL advisory lock key; the setting <NAME>_LOCK_ID overrides it
-    func: Callable[..., Mapping[str, Any]]
-    schedule: str | None  # 5-field cron, UTC; None: not called by Vercel Cron
+    lock_id: int  # PostgreSQL advisory lock key (or lease id); the variable <NAME>_LOCK_ID overrides it
+    func: JobFunction
     description: str
-    auth: Literal["cron", "internal"] = "cron"
+    schedule: str | None = None  # 5-field cron, UTC; None: not called by Vercel Cron
+    auth: Literal["cron", "internal"] = "cron"  # internal: only x-internal-secret, not in vercel.json
+    form: type[JobForm] = JobForm  # its parameters
+    counters: tuple[str, ...] = ()  # in display order
 
     @property
     def lock_setting(self) -> str:
@@ -29,50 +39,56 @@ class Job:
     def path(self) -> str:
         return f"/api/jobs/{self.name}"
 
-    @cached_property
-    def accepts(self) -> frozenset[str]:
-        """The keyword arguments the job's function takes (shop, limit, deadline, ...)."""
-        return frozenset(inspect.signature(self.func).parameters)
+    def ordered(self, counters: Mapping[str, Any]) -> dict[str, Any]:
+        """Counters in the declared order; any others after them, as they came."""
+        position = {name: index for index, name in enumerate(self.counters)}
+        return dict(sorted(counters.items(), key=lambda item: position.get(item[0], len(position))))
+
+    def scoped(self, params: Mapping[str, Any]) -> bool:
+        """Whether these parameters narrow the run to part of the job's work (one shop, ...)."""
+        return any(params.get(name) not in (None, "") for name in self.form.scope)
 
 
-JOBS: dict[str, Job] = {
-    job.name: job
-    for job in [
-        Job(
-            name="resolve-outcomes",
-            lock_id=482173,
-            func=services.resolve_outcomes,
-            schedule="0 0 * * *",
-            description="Give finished appointments their outcome (attended, no-show, cancellations).",
-        ),
-        Job(
-            name="expire-offers",
-            lock_id=482174,
-            func=services.expire_offers,
-            schedule="*/5 * * * *",
-            description="Expire unanswered slot offers and offer those slots to the next in line.",
-        ),
-        Job(
-            name="recompute-scores",
-            lock_id=482175,
-            func=services.recompute_scores,
-            schedule="0 2 * * *",
-            description="Recompute every customer's reliability score over the scoring window.",
-        ),
-        Job(
-            name="offer-loop",
-            lock_id=482176,
-            func=services.offer_loop,
-            schedule=None,
-            auth="internal",
-            description="Offer each open slot to the best-ranked waiting customer (called by the app).",
-        ),
-        Job(
-            name="prune-job-runs",
-            lock_id=482177,
-            func=prune_job_runs,
-            schedule="30 4 * * *",
-            description="Delete job runs older than the retention period.",
-        ),
-    ]
-}
+DECLARED: list[Job] = []  # in declaration order, duplicates included: the system check reports them
+JOBS: dict[str, Job] = {}
+
+
+def register(declared: Job) -> Job:
+    DECLARED.append(declared)
+    JOBS.setdefault(declared.name, declared)
+    return declared
+
+
+def job(
+    *,
+    name: str,
+    lock_id: int,
+    description: str,
+    schedule: str | None = None,
+    auth: Literal["cron", "internal"] = "cron",
+    form: type[JobForm] = JobForm,
+    counters: tuple[str, ...] = (),
+) -> Callable[[JobFunction], JobFunction]:
+    """Declare the decorated function as a job; the function is returned unchanged."""
+
+    def declare(func: JobFunction) -> JobFunction:
+        register(Job(name, lock_id, func, description, schedule, auth, form, counters))
+        return func
+
+    return declare
+
+
+class UnknownJob(LookupError):
+    pass
+
+
+def get_job(name: str) -> Job:
+    try:
+        return JOBS[name]
+    except KeyError:
+        raise UnknownJob(name) from None
+
+
+def all_fields() -> dict[str, Field]:
+    """Every parameter any job takes, by field name."""
+    return fields_of(job.form for job in JOBS.values())

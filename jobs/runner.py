@@ -1,12 +1,14 @@
-"""The one runner behind every way a job starts: Vercel Cron, the shell, the admin."""
+"""The one runner behind every way a job starts: Vercel Cron, the shell, the admin.
+
+It locks, records, times and isolates; it knows nothing of HTTP statuses, exit
+codes or HTML (jobs/report.py and each entry point render a run their own way).
+"""
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 import traceback
-import uuid
 from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -19,146 +21,54 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from jobs import locks
+from jobs.context import Context, Result, one_line
+from jobs.forms import clean
 from jobs.models import JobRun, Status, Trigger
-from jobs.registry import JOBS, Job
-from scoring.models import Shop
+from jobs.registry import Job, get_job
 
 logger = logging.getLogger("jobs")
-
-LIMIT_DEFAULT = 200
-LIMIT_MAX = 1000
-_TRUE, _FALSE = {"", "1", "true", "yes"}, {"0", "false", "no"}
-
-
-class UnknownJob(LookupError):
-    pass
-
-
-class ParamError(ValueError):
-    """A parameter a caller got wrong; `param` is its canonical name (shop, limit, ...)."""
-
-    def __init__(self, param: str, message: str, *, status: int = 400) -> None:
-        super().__init__(message)
-        self.param, self.message, self.status = param, message, status
-
-
-@dataclass(frozen=True)
-class Params:
-    shop: uuid.UUID | None = None
-    limit: int = LIMIT_DEFAULT
-    lock_id: int | None = None
-    dry_run: bool = False
-
-
-@dataclass(frozen=True)
-class RunResult:
-    run: JobRun
-    body: dict[str, Any]
-
-    @property
-    def http_status(self) -> int:
-        return 500 if self.run.status == Status.FAILED else 200
-
-    @property
-    def exit_code(self) -> int:
-        return {Status.SUCCEEDED: 0, Status.SKIPPED: 75}.get(Status(self.run.status), 1)
-
-
-def get_job(name: str) -> Job:
-    try:
-        return JOBS[name]
-    except KeyError:
-        raise UnknownJob(name) from None
-
-
-def parse_params(job: Job, raw: Mapping[str, str | None]) -> Params:
-    """Turn text parameters (query string, command line) into checked values.
-
-    Keys are the canonical names: shop, limit, lock_id, dry_run. Missing or
-    None means "not given". Raises ParamError naming the parameter.
-    """
-    shop = lock_id = None
-    limit = LIMIT_DEFAULT
-    if (text := raw.get("shop")) is not None:
-        if "shop" not in job.accepts:
-            raise ParamError("shop", f"{job.name} does not take a shop")
-        try:
-            shop = uuid.UUID(text)
-        except ValueError:
-            raise ParamError("shop", "must be a shop's UUID") from None
-        if not Shop.objects.filter(pk=shop).exists():
-            raise ParamError("shop", "no shop has this id", status=404)
-    if (text := raw.get("limit")) is not None:
-        if "limit" not in job.accepts:
-            raise ParamError("limit", f"{job.name} does not take a limit")
-        limit = min(_integer("limit", text, low=1), LIMIT_MAX)
-    if (text := raw.get("lock_id")) is not None:
-        lock_id = _integer("lock_id", text, low=-(2**63), high=2**63 - 1)
-    dry_run = False
-    if (text := raw.get("dry_run")) is not None:
-        if text.strip().lower() not in _TRUE | _FALSE:
-            raise ParamError("dry_run", "must be true or false")
-        dry_run = text.strip().lower() in _TRUE
-    return Params(shop=shop, limit=limit, lock_id=lock_id, dry_run=dry_run)
-
-
-def _integer(param: str, text: str, *, low: int, high: int | None = None) -> int:
-    if not re.fullmatch(r"-?[0-9]+", text):
-        raise ParamError(param, "must be a whole number")
-    digits = text.lstrip("-")
-    sign = -1 if text.startswith("-") else 1
-    value = int(text) if len(digits) <= 20 else sign * 10**20  # any longer is out of range anyway
-    if value < low or (high is not None and value > high):
-        bounds = f"from {low} to {high}" if high is not None else f">= {low}"
-        raise ParamError(param, f"must be {bounds}")
-    return value
+CHECKPOINT = "resume_after"  # where a run's checkpoint is kept among its counters (and shown in its JSON)
 
 
 def run_job(
-    name: str,
+    job: Job | str,
+    params: Mapping[str, Any] | None = None,
     *,
     trigger: Trigger,
-    params: Params | None = None,
     user: User | AnonymousUser | None = None,
     origin: str = "",
-) -> RunResult:
-    """Run a registered job under its lock and record the run.
+) -> JobRun:
+    """Run a declared job under its lock and record the run; return the run.
 
-    1. Resolve the lock id: parameter, else the <NAME>_LOCK_ID setting, else the registry's.
+    `params` are cleaned values of the job's form (jobs.forms.clean); any not given take the form's defaults.
+
+    1. Resolve the lock id: the lock_id parameter, else the <NAME>_LOCK_ID variable, else the declaration's.
     2. Record the run as `running`, committed, so staff see it now and a kill leaves a trace.
     3. Take the lock without waiting. If another run holds it: `skipped`, done.
-    4. Call the job with the keyword arguments it takes. It isolates its own
-       items (jobs.items.item), so one failing item costs only that item.
+    4. Call the job with its Context: the run's `now`, the deadline of the time budget, the
+       parameters, and the checkpoint of the last full run that stopped for lack of time.
+       Items isolate themselves (ctx.item), so one failing item costs only that item.
        A dry run is rolled back.
-    5. Mark older `running` rows of this job `abandoned`: they cannot be alive,
-       or they would hold the lock. (Last, so that the row locks this takes on
-       PostgreSQL last only as long as the commit: a live run that has just
-       been skipped, or has just committed, is never kept waiting on its own row.)
-    6. Record the outcome: succeeded, partial (item errors, or the time budget
-       ran out with work remaining), or failed (the job raised: traceback
-       stored, caller told only the run id). The lock is released on leaving
-       the block, whatever happened.
+    5. Mark older `running` rows of this job `abandoned`: they cannot be alive, or they would
+       hold the lock. (Last, so that the row locks this takes on PostgreSQL last only as long
+       as the commit: a live run that has just been skipped is never kept waiting on its row.)
+    6. Record the outcome: succeeded, partial (item errors, or the time budget ran out with
+       work remaining), or failed (the job raised: its one-line reason in `errors`, the
+       traceback stored). The lock is released on leaving the block, whatever happened.
     """
-    job = get_job(name)
-    params = params or Params()
+    job = get_job(job) if isinstance(job, str) else job
+    params = {**clean(job.name, job.form, {}), **(params or {})}
     lock_id = next(
         choice
-        for choice in (params.lock_id, getattr(settings, job.lock_setting, None), job.lock_id)
+        for choice in (params["lock_id"], settings.JOBS_LOCK_IDS.get(job.lock_setting), job.lock_id)
         if choice is not None
     )
     now = timezone.now()
-    recorded = {
-        "now": now.isoformat(),
-        "lock_id": lock_id,
-        **({"shop": str(params.shop)} if params.shop else {}),
-        **({"limit": params.limit} if "limit" in job.accepts else {}),
-        **({"dry_run": True} if params.dry_run else {}),
-    }
     run = JobRun.objects.create(
         job=job.name,
         trigger=trigger,
         started_at=now,
-        params=recorded,
+        params=_recorded(now, lock_id, params),
         lock_id=lock_id,
         user=user if isinstance(user, User) else None,
         origin=origin[:255],
@@ -168,58 +78,77 @@ def run_job(
             if not held:
                 return _finish(run, Status.SKIPPED)
             run.started_at = timezone.now()  # the work starts under the lock ...
-            deadline = time.monotonic() + settings.JOBS_TIME_BUDGET_SECONDS
-            counters, tb = _call(job, run, params, now, deadline)
+            ctx = Context(
+                now=now,
+                params={name: value for name, value in params.items() if name not in ("lock_id", "dry_run")},
+                deadline=time.monotonic() + settings.JOBS_TIME_BUDGET_SECONDS,
+                dry_run=params["dry_run"],
+                checkpoint=None if job.scoped(params) else _checkpoint(job, run),
+            )
+            result = _call(job, run, ctx)
             _mark_abandoned(run)
             run.finished_at = timezone.now()  # ... and ends before it goes: runs never overlap in the ledger
-    except Exception:  # the lock or the commit failed: the job's writes are gone
-        return _finish(run, Status.FAILED, tb=traceback.format_exc())
-    if tb:
-        return _finish(run, Status.FAILED, tb=tb)
-    errors = [str(error) for error in counters.pop("errors", [])]
-    out_of_time = bool(counters.get("remaining")) and time.monotonic() >= deadline
-    return _finish(run, Status.PARTIAL if errors or out_of_time else Status.SUCCEEDED, counters, errors)
+    except Exception as error:  # the lock or the commit failed: the job's writes are gone
+        return _finish(run, Status.FAILED, errors=[one_line(error)], tb=traceback.format_exc())
+    if isinstance(result, Crash):
+        return _finish(run, Status.FAILED, errors=[result.reason], tb=result.traceback)
+    errors = [*ctx.errors, *result.errors]
+    out_of_time = bool(result.remaining) and ctx.out_of_time()
+    status = Status.PARTIAL if errors or out_of_time else Status.SUCCEEDED
+    return _finish(run, status, _counters(job, result), errors)
 
 
-def _call(job: Job, run: JobRun, params: Params, now: datetime, deadline: float) -> tuple[dict[str, Any], str]:
-    offered = {
-        "now": now,
-        "shop": params.shop,
-        "limit": params.limit,
-        "deadline": deadline,
-        "resume_after": _resume_point(job, run, params),
+def _recorded(now: datetime, lock_id: int, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's parameters as stored on it, in JSON: what was used (a UUID as its text)."""
+    given = {
+        name: value if isinstance(value, str | int | float | bool) else str(value)
+        for name, value in params.items()
+        if name not in ("lock_id", "dry_run") and value not in (None, "")
     }
-    kwargs = {key: value for key, value in offered.items() if key in job.accepts}
+    return {"now": now.isoformat(), "lock_id": lock_id, **given, **({"dry_run": True} if params["dry_run"] else {})}
+
+
+@dataclass(frozen=True)
+class Crash:
+    reason: str
+    traceback: str
+
+
+def _call(job: Job, run: JobRun, ctx: Context) -> Result | Crash:
     # Inside the lock's transaction (PostgreSQL) a savepoint lets a crashed job
     # undo its own writes and still commit step 5. A dry run needs a transaction
     # to roll back. Otherwise (SQLite) each item commits on its own.
-    scope = transaction.atomic() if params.dry_run or connection.in_atomic_block else nullcontext()
+    scope = transaction.atomic() if ctx.dry_run or connection.in_atomic_block else nullcontext()
     try:
         with scope:
-            counters = dict(job.func(**kwargs))
-            if params.dry_run:
+            result = job.func(ctx)
+            if ctx.dry_run:
                 transaction.set_rollback(True)
-    except Exception:
+    except Exception as error:
         logger.exception("job %s run #%s failed", job.name, run.pk)
-        return {}, traceback.format_exc()
-    return counters, ""
+        return Crash(one_line(error), traceback.format_exc())
+    return result
 
 
-def _resume_point(job: Job, run: JobRun, params: Params) -> uuid.UUID | None:
-    """Where the last real run of the same scope stopped for lack of time, if it did."""
-    if "resume_after" not in job.accepts:
-        return None
-    same_scope: dict[str, Any] = {"params__shop": str(params.shop)} if params.shop else {"params__shop__isnull": True}
+def _counters(job: Job, result: Result) -> dict[str, Any]:
+    """The result's counters in the job's declared order (others after), then its checkpoint."""
+    remaining = {"remaining": result.remaining} if result.remaining is not None else {}
+    counters = job.ordered({**result.counters, **remaining})
+    return {**counters, CHECKPOINT: result.checkpoint} if result.checkpoint is not None else counters
+
+
+def _checkpoint(job: Job, run: JobRun) -> str | None:
+    """Where the last real full run stopped for lack of time, if it did (dry and scoped runs don't count)."""
+    full = {f"params__{name}__isnull": True for name in job.form.scope}
     last = (
-        JobRun.objects.filter(job=job.name, status__in=[Status.SUCCEEDED, Status.PARTIAL], **same_scope)
-        .filter(params__dry_run__isnull=True)  # dry runs record dry_run: true; their work was rolled back
+        JobRun.objects.filter(job=job.name, status__in=[Status.SUCCEEDED, Status.PARTIAL], **full)
+        .filter(params__dry_run__isnull=True)
         .exclude(pk=run.pk)
         .order_by("-id")
         .values_list("counters", flat=True)
         .first()
     )
-    resume = (last or {}).get("resume_after")
-    return uuid.UUID(resume) if resume else None
+    return (last or {}).get(CHECKPOINT)
 
 
 def _mark_abandoned(run: JobRun) -> None:
@@ -240,7 +169,7 @@ def _finish(
     counters: dict[str, Any] | None = None,
     errors: list[str] | None = None,
     tb: str = "",
-) -> RunResult:
+) -> JobRun:
     run.status = status
     run.finished_at = run.finished_at or timezone.now()
     run.duration_ms = int((run.finished_at - run.started_at).total_seconds() * 1000)
@@ -261,14 +190,4 @@ def _finish(
         ]
     )
     logger.info("job %s run #%s %s in %d ms", run.job, run.pk, status, run.duration_ms)
-    return RunResult(run, _body(run))
-
-
-def _body(run: JobRun) -> dict[str, Any]:
-    head = {"job": run.job, "runId": run.pk, "status": run.status}
-    if run.status == Status.SKIPPED:
-        return {**head, "skipped": True, "reason": "locked"}
-    if run.status == Status.FAILED:
-        return {**head, "error": "Job failed; the traceback is on the run in the admin."}
-    dry_run: dict[str, Any] = {"dryRun": True} if run.params.get("dry_run") else {}
-    return {**head, **dry_run, **run.counters, "errors": run.errors}
+    return run

@@ -12,14 +12,13 @@ from django.http import HttpRequest, JsonResponse
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 
-from jobs.models import Trigger
+from jobs import report
+from jobs.forms import ParamError, clean
+from jobs.models import Status, Trigger
 from jobs.registry import JOBS
-from jobs.runner import ParamError, parse_params, run_job
+from jobs.runner import run_job
 
 logger = logging.getLogger("jobs")
-
-QUERY = {"shopId": "shop", "limit": "limit", "lockId": "lock_id", "dryRun": "dry_run"}
-QUERY_NAME = {canonical: name for name, canonical in QUERY.items()}
 
 
 def answer(body: dict[str, object], status: int = 200) -> JsonResponse:
@@ -40,19 +39,15 @@ def run(request: HttpRequest, name: str) -> JsonResponse:
         return response
     if job is None:
         return answer({"error": "Unknown job"}, 404)
-    raw = {canonical: request.GET.get(name) for name, canonical in QUERY.items()}
+    query = query_names()
+    given = {name: request.GET[query[name]] for name in query if query[name] in request.GET}
     if settings.PRODUCTION:
-        raw["lock_id"] = None  # as the reference's parseLockId: only the env var counts there
+        given.pop("lock_id", None)  # as the reference's parseLockId: only the variable counts there
     try:
-        params = parse_params(job, raw)
-        result = run_job(
-            job.name,
-            trigger=Trigger.INTERNAL if internal else Trigger.CRON,
-            params=params,
-            origin=caller(request),
-        )
+        params = clean(job.name, job.form, given)
+        run = run_job(job, params, trigger=Trigger.INTERNAL if internal else Trigger.CRON, origin=caller(request))
     except ParamError as error:
-        param = QUERY_NAME[error.param]
+        param = query[error.param]
         return answer({"error": f"{param}: {error.message}", "param": param}, error.status)
     except (OperationalError, InterfaceError):
         logger.exception("database unavailable for job %s", job.name)
@@ -60,7 +55,16 @@ def run(request: HttpRequest, name: str) -> JsonResponse:
     except Exception:  # JSON even with DEBUG on; the traceback goes to the log only
         logger.exception("job %s: request failed", job.name)
         return answer({"error": "Server error"}, 500)
-    return answer(result.body, result.http_status)
+    return answer(report.body(run), 500 if run.status == Status.FAILED else 200)
+
+
+def query_names() -> dict[str, str]:
+    """Each parameter any job takes (by field name) and its name in the query: shop -> shopId.
+
+    A parameter of another job is refused by name (`limit: recompute-scores does not take a limit`);
+    one that no job takes is ignored, as a tracking parameter should be.
+    """
+    return {name: job.form.query_name(name) for job in JOBS.values() for name in job.form.parameters()}
 
 
 def authenticate(request: HttpRequest, *, internal: bool) -> JsonResponse | None:

@@ -117,7 +117,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory, so that tests can share it with real subprocesses.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".test.sqlite3")}
 
-# Jobs and their schedules live in jobs/registry.py; these are their knobs.
+# Jobs are declared in each app's jobs.py (scoring/jobs.py); these are the framework's and the jobs' knobs.
 CRON_SECRET = _text("CRON_SECRET")
 INTERNAL_SECRET = _text("INTERNAL_SECRET")
 RECOMPUTE_SCORES_WINDOW_DAYS = _read(
@@ -138,12 +138,12 @@ JOBS_LEASE_SECONDS = _read("JOBS_LEASE_SECONDS", _int(1, 86400), 900, "a whole n
 if JOBS_LEASE_SECONDS <= JOBS_TIME_BUDGET_SECONDS:
     raise ImproperlyConfigured("JOBS_LEASE_SECONDS must be longer than JOBS_TIME_BUDGET_SECONDS.")
 
-_LOCK_ID = "an integer in PostgreSQL's bigint range"
-RESOLVE_OUTCOMES_LOCK_ID = _read("RESOLVE_OUTCOMES_LOCK_ID", _int(-(2**63)), None, _LOCK_ID)
-EXPIRE_OFFERS_LOCK_ID = _read("EXPIRE_OFFERS_LOCK_ID", _int(-(2**63)), None, _LOCK_ID)
-RECOMPUTE_SCORES_LOCK_ID = _read("RECOMPUTE_SCORES_LOCK_ID", _int(-(2**63)), None, _LOCK_ID)
-OFFER_LOOP_LOCK_ID = _read("OFFER_LOOP_LOCK_ID", _int(-(2**63)), None, _LOCK_ID)
-PRUNE_JOB_RUNS_LOCK_ID = _read("PRUNE_JOB_RUNS_LOCK_ID", _int(-(2**63)), None, _LOCK_ID)
+# <JOB_NAME>_LOCK_ID overrides a job's declared lock id (RECOMPUTE_SCORES_LOCK_ID=...), whatever the job.
+JOBS_LOCK_IDS = {
+    name: _read(name, _int(-(2**63)), 0, "an integer in PostgreSQL's bigint range")
+    for name in sorted(os.environ)
+    if name.endswith("_LOCK_ID") and _text(name).strip()
+}
 
 INSTALLED_APPS = [
     "project.apps.AdminConfig",

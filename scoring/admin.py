@@ -11,7 +11,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from scoring.models import Appointment, Customer, CustomerScore, Shop, SlotOffer, WaitlistEntry
-from scoring.services import OfferClosed, respond_to_offer
+from scoring.offers import OfferClosed, respond_to_offer
 
 
 class ReadOnly:

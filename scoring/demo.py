@@ -12,7 +12,6 @@ from django.db import connection, transaction
 from django.db.models import Model
 
 from scoring.models import (
-    LATE_CANCEL_WINDOW,
     Appointment,
     Customer,
     CustomerScore,
@@ -21,7 +20,7 @@ from scoring.models import (
     SlotOffer,
     WaitlistEntry,
 )
-from scoring.services import outcome_of
+from scoring.rules import LATE_CANCEL_WINDOW, outcome_of
 
 CHUNK = 5000
 FIRST = ["Ada", "Ben", "Chloe", "Dev", "Ema", "Farid", "Gita", "Hugo", "Ines", "Jon", "Kai", "Lea", "Milo", "Nora"]

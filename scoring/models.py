@@ -1,14 +1,11 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
-
-LATE_CANCEL_WINDOW = timedelta(hours=24)
 
 
 class Outcome(models.TextChoices):
@@ -24,13 +21,6 @@ class Tier(models.TextChoices):
     RELIABLE = "reliable"
     WATCH = "watch"
     RISKY = "risky"
-
-
-def cancellation_outcome(starts_at: datetime, cancelled_at: datetime) -> Outcome:
-    """Cancelling less than 24 h before the start (or after it) is a late cancel."""
-    if starts_at - cancelled_at < LATE_CANCEL_WINDOW:
-        return Outcome.LATE_CANCEL
-    return Outcome.CANCELLED
 
 
 class Shop(models.Model):

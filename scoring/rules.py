@@ -1,10 +1,23 @@
-"""The scoring rule, as one pure function (a product decision; see README)."""
+"""The product's rules, each defined once: the Python here and the SQL in scoring/scores.py and offers.py use these.
+
+The scoring window is a setting (RECOMPUTE_SCORES_WINDOW_DAYS, 180 days by default).
+"""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from scoring.models import Tier
+from scoring.models import Outcome, Tier
+
+# Cancelling less than this before the start (or after it) is a late cancel.
+LATE_CANCEL_WINDOW = timedelta(hours=24)
+# Tiers: fewer than NEW_BELOW scored appointments is `new`; else by score.
+NEW_BELOW = 3
+RELIABLE_FROM = 80
+WATCH_FROM = 50
+# Ranking for slot offers: a customer without a score ranks as if they had this one; `risky` goes last.
+UNSCORED_RANK = 50
 
 
 class Score(NamedTuple):
@@ -20,12 +33,27 @@ def score_for(attended: int, no_shows: int, late_cancels: int) -> Score:
     """
     d = 2 * attended + 2 * no_shows + late_cancels + 4
     score = (400 * (attended + 1) + d) // (2 * d)
-    if attended + no_shows + late_cancels < 3:
-        tier = Tier.NEW
-    elif score >= 80:
-        tier = Tier.RELIABLE
-    elif score >= 50:
-        tier = Tier.WATCH
-    else:
-        tier = Tier.RISKY
-    return Score(score, tier)
+    return Score(score, tier_for(score, attended + no_shows + late_cancels))
+
+
+def tier_for(score: int, scored: int) -> Tier:
+    if scored < NEW_BELOW:
+        return Tier.NEW
+    if score >= RELIABLE_FROM:
+        return Tier.RELIABLE
+    if score >= WATCH_FROM:
+        return Tier.WATCH
+    return Tier.RISKY
+
+
+def cancellation_outcome(starts_at: datetime, cancelled_at: datetime) -> Outcome:
+    if starts_at - cancelled_at < LATE_CANCEL_WINDOW:
+        return Outcome.LATE_CANCEL
+    return Outcome.CANCELLED
+
+
+def outcome_of(starts_at: datetime, checked_in_at: datetime | None, cancelled_at: datetime | None) -> Outcome:
+    """The outcome of a finished appointment."""
+    if cancelled_at is not None:
+        return cancellation_outcome(starts_at, cancelled_at)
+    return Outcome.ATTENDED if checked_in_at is not None else Outcome.NO_SHOW

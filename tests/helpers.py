@@ -1,4 +1,4 @@
-"""Real second connections and test-only jobs for the runner's tests."""
+"""Real second connections, processes and servers, for tests of every layer."""
 
 from __future__ import annotations
 
@@ -8,21 +8,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from django.db import connection, connections
 
 from jobs import locks
-from jobs.items import item
+from jobs.context import Context, Result
 from jobs.models import JobLease
-from jobs.registry import Job
-from scoring.models import Shop
 
-TEST_LOCK_ID = 990001
 CRON_SECRET = "reliability-test-secret-0123456789abcdef"
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,40 +78,15 @@ def lock_is_free(lock_id: int) -> bool:
     return not JobLease.objects.filter(lock_id=lock_id).exists()
 
 
-# Test-only jobs, registered per test with monkeypatch.setitem(JOBS, ...).
-started = threading.Event()
-release = threading.Event()
+def outside_a_run(work: Callable[..., Result], now: datetime, **kwargs: Any) -> dict[str, Any]:
+    """Call a job's work directly, as the runner would but without lock or ledger.
 
-
-def blocking(*, now: datetime) -> dict[str, object]:
-    """Writes a shop, then waits until the test lets it finish."""
-    Shop.objects.create(name="written by the blocking job")
-    started.set()
-    release.wait(30)
-    return {"total": 1, "errors": []}
-
-
-def failing_item(*, now: datetime) -> dict[str, object]:
-    """Three items; the second raises a database error half-way through its writes."""
-    errors: list[str] = []
-    done = 0
-    for n in (1, 2, 3):
-        with item(errors, f"item {n}"):
-            Shop.objects.create(name=f"item {n}")
-            if n == 2:
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT * FROM no_such_table")
-            done += 1
-    return {"total": 3, "done": done, "errors": errors}
-
-
-def crashing(*, now: datetime) -> dict[str, object]:
-    Shop.objects.create(name="written before the crash")
-    raise RuntimeError("the job itself broke")
-
-
-def make_job(name: str, func: object, lock_id: int = TEST_LOCK_ID) -> Job:
-    return Job(name=name, lock_id=lock_id, func=func, schedule=None, description="test job")  # type: ignore[arg-type]
+    Returns its counters, `remaining` (when it tells) and the errors its items caught, as one dict.
+    """
+    ctx = Context(now=now)
+    result = work(ctx, **kwargs)
+    remaining = {"remaining": result.remaining} if result.remaining is not None else {}
+    return {**result.counters, **remaining, "errors": [*ctx.errors, *result.errors]}
 
 
 def database_url() -> str:

@@ -27,10 +27,11 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from jobs.context import Context
 from jobs.models import JobRun, Status
 from scoring import demo
 from scoring.models import Appointment, CustomerScore, Outcome
-from scoring.services import recompute_scores
+from scoring.scores import recompute_scores
 from tests.helpers import CRON_SECRET, ROOT, connect_elsewhere, database_url, lock_held_elsewhere, manage, serve
 
 real_db = pytest.mark.django_db(transaction=True)
@@ -52,7 +53,7 @@ def assert_equals_one_clean_run() -> None:
     last = JobRun.objects.filter(job="recompute-scores", status=Status.SUCCEEDED).latest("id")
     got = scores()
     CustomerScore.objects.all().delete()
-    recompute_scores(now=datetime.fromisoformat(last.params["now"]))
+    recompute_scores(Context(now=datetime.fromisoformat(last.params["now"])))
     assert got == scores()
 
 
@@ -176,7 +177,7 @@ def lock_gone_within(lock_id: int, seconds: float) -> bool:
 @real_db
 def test_kill_9_at_random_points_ten_times_frees_the_lock_writes_nothing_and_the_next_run_recovers():
     seed()
-    recompute_scores(now=timezone.now())  # the "previous run": every customer has a score row
+    recompute_scores(Context(now=timezone.now()))  # the "previous run": every customer has a score row
     customers = list(CustomerScore.objects.order_by("customer_id").values_list("customer_id", flat=True))
     rng = random.Random(9)
     batch = 50
@@ -322,7 +323,7 @@ def test_an_unmigrated_database_gives_a_clean_command_error(tmp_path):
 @real_db
 def test_a_connection_dropped_mid_run_never_ends_as_a_success():
     seed()
-    recompute_scores(now=timezone.now())
+    recompute_scores(Context(now=timezone.now()))
     customers = list(CustomerScore.objects.order_by("customer_id").values_list("customer_id", flat=True))
     env = {**os.environ, "DATABASE_URL": database_url(), **SLOW}
     with recompute_held_at(customers[len(customers) // 2], env) as (process, backend):

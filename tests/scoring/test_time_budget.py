@@ -1,4 +1,4 @@
-"""A run that runs out of time stops between batches, says where, and the next run resumes there."""
+"""recompute-scores out of time: each run scores one batch, and the resumed runs end with an unlimited run's scores."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from jobs.context import Context
 from jobs.models import Status, Trigger
-from jobs.runner import Params, run_job
-from scoring import services
+from jobs.runner import run_job
+from scoring import scores as scoring
 from scoring.models import CustomerScore, Outcome
 from tests import factories as make
 
@@ -37,30 +38,30 @@ def test_a_budget_limited_run_resumes_and_ends_with_the_scores_of_an_unlimited_r
             make.appointment(customer, now - timedelta(days=day + 1), [Outcome.ATTENDED, Outcome.NO_SHOW][day % 2])
 
     runs = []
-    while not runs or runs[-1].run.status == Status.PARTIAL:
+    while not runs or runs[-1].status == Status.PARTIAL:
         runs.append(run_job("recompute-scores", trigger=Trigger.CRON))
         assert len(runs) < 10, "never finished"
 
-    assert [r.run.status for r in runs] == ["partial"] * 4 + ["succeeded"]  # batches of 3, 3, 3, 3, 2
-    first = runs[0].run
+    assert [run.status for run in runs] == ["partial"] * 4 + ["succeeded"]  # batches of 3, 3, 3, 3, 2
+    first = runs[0]
     assert (first.counters["total"], first.counters["remaining"]) == (3, 11) and first.counters["resume_after"]
-    assert runs[-1].run.status == Status.SUCCEEDED and "resume_after" not in runs[-1].run.counters
-    assert sum(r.run.counters["total"] for r in runs) == 14  # each customer scored once, none skipped
+    assert "resume_after" not in runs[-1].counters
+    assert sum(run.counters["total"] for run in runs) == 14  # each customer scored once, none skipped
     resumed = scores()
 
     CustomerScore.objects.all().delete()
-    services.recompute_scores(now=timezone.now(), batch_size=100)
+    scoring.recompute_scores(Context(now=timezone.now()), batch_size=100)
     assert resumed == scores()
 
 
-def test_dry_runs_and_runs_of_another_scope_leave_the_resume_point_alone(no_time, settings):
+def test_dry_runs_and_one_shop_runs_leave_the_resume_point_alone(no_time, settings):
     settings.RECOMPUTE_SCORES_BATCH_SIZE = 5
     shop = make.shop()
     for _ in range(8):
         make.customer(shop)
     partial = run_job("recompute-scores", trigger=Trigger.CRON)
-    assert (partial.run.status, partial.run.counters["total"], partial.run.counters["remaining"]) == ("partial", 5, 3)
-    run_job("recompute-scores", trigger=Trigger.CLI, params=Params(dry_run=True))
-    run_job("recompute-scores", trigger=Trigger.CLI, params=Params(shop=shop.pk))
+    assert (partial.status, partial.counters["total"], partial.counters["remaining"]) == ("partial", 5, 3)
+    run_job("recompute-scores", {"dry_run": True}, trigger=Trigger.CLI)
+    run_job("recompute-scores", {"shop": shop.pk}, trigger=Trigger.CLI)
     resumed = run_job("recompute-scores", trigger=Trigger.CRON)
-    assert (resumed.run.status, resumed.run.counters["total"]) == ("succeeded", 3)
+    assert (resumed.status, resumed.counters["total"]) == ("succeeded", 3)

@@ -8,13 +8,18 @@ from django.db import connection, connections
 from django.utils import timezone
 
 from jobs.models import Trigger
-from jobs.runner import Params, run_job
+from jobs.runner import run_job
+from scoring import outcomes
 from scoring.models import Appointment, Outcome
-from scoring.services import resolve_outcomes
 from tests import factories as make
 from tests.factories import NOW
+from tests.helpers import outside_a_run
 
 GRACE = timedelta(minutes=60)
+
+
+def resolve_outcomes(now, **kwargs):
+    return outside_a_run(outcomes.resolve_outcomes, now, **{"limit": 200, **kwargs})
 
 
 def pending(who, ends_ago: timedelta, **fields) -> Appointment:
@@ -131,7 +136,7 @@ def test_two_overlapping_runs_never_resolve_an_appointment_twice():
     def run(lock_id: int) -> None:
         try:
             go.wait()
-            results.append(run_job("resolve-outcomes", trigger=Trigger.CLI, params=Params(limit=1000, lock_id=lock_id)))
+            results.append(run_job("resolve-outcomes", {"limit": 1000, "lock_id": lock_id}, trigger=Trigger.CLI))
         finally:
             connections.close_all()
 
@@ -140,7 +145,7 @@ def test_two_overlapping_runs_never_resolve_an_appointment_twice():
         thread.start()
     for thread in threads:
         thread.join(60)
-    assert len(results) == 2 and all(r.run.status in ("succeeded", "partial") for r in results), results
-    counted = sum(r.body["resolved"] + r.body["backfilled"] for r in results)
+    assert len(results) == 2 and all(r.status in ("succeeded", "partial") for r in results), results
+    counted = sum(r.counters["resolved"] + r.counters["backfilled"] for r in results)
     assert counted == 600 == Appointment.objects.exclude(outcome=Outcome.PENDING).count()
-    assert sum(r.body["skipped"] for r in results) == sum(r.body["total"] for r in results) - 600
+    assert sum(r.counters["skipped"] for r in results) == sum(r.counters["total"] for r in results) - 600

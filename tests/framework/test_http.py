@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
-from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import Group
 from django.db import OperationalError
 from django.test import Client
 
 from jobs.models import JobRun, Status, Trigger
-from jobs.registry import JOBS
-from scoring.models import CustomerScore
-from tests import factories as make
+from tests.framework.testjobs import TEST_LOCK_ID
 from tests.helpers import lock_held_elsewhere
 
 SECRET = "s3cret-for-tests-0123456789abcdef"
 INTERNAL = "internal-secret-for-tests-0123456789"
-URL = "/api/jobs/recompute-scores"
+URL = "/api/jobs/nightly"
 BEARER = {"Authorization": f"Bearer {SECRET}"}
 VERCEL = {**BEARER, "User-Agent": "vercel-cron/1.0", "X-Vercel-Cron-Schedule": "0 2 * * *"}
 
@@ -44,13 +41,13 @@ def body(response) -> dict:
 
 
 def test_a_vercel_cron_request_runs_the_job_and_records_one_cron_run(client):
-    customer = make.customer()
-    response = client.get(URL, headers=VERCEL)
+    response = client.get(URL + "?size=2", headers=VERCEL)
     data = body(response)
     run = JobRun.objects.get()
     assert response.status_code == 200
-    assert data == {"job": "recompute-scores", "runId": run.pk, "status": "succeeded", **run.counters, "errors": []}
-    assert data["total"] == 1 and CustomerScore.objects.filter(customer=customer).exists()
+    assert data == {"job": "nightly", "runId": run.pk, "status": "succeeded", "total": 2, "written": 2, "errors": []}
+    assert list(data) == ["job", "runId", "status", "total", "written", "errors"]  # the declared order
+    assert Group.objects.count() == 2
     assert (run.trigger, run.status) == (Trigger.CRON, Status.SUCCEEDED)
     assert run.origin.startswith("vercel-cron/1.0 from ")
 
@@ -131,7 +128,7 @@ def test_an_unknown_job_is_404_json_but_only_after_auth(client):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_lock_held_elsewhere_gives_200_skipped():
-    with lock_held_elsewhere(482175):
+    with lock_held_elsewhere(TEST_LOCK_ID):
         response = Client().get(URL, headers=BEARER)
     data = body(response)
     assert response.status_code == 200
@@ -139,88 +136,70 @@ def test_a_lock_held_elsewhere_gives_200_skipped():
     assert JobRun.objects.get().status == Status.SKIPPED
 
 
-def test_recompute_scores_rejects_a_limit_it_does_not_take(client):
-    response = client.get(f"{URL}?limit=5", headers=BEARER)
+def test_a_parameter_of_another_job_is_refused_by_name(client):
+    response = client.get("/api/jobs/frequent?size=5", headers=BEARER)
     assert response.status_code == 400
-    assert body(response) == {"error": "limit: recompute-scores does not take a limit", "param": "limit"}
+    assert body(response) == {"error": "size: frequent does not take a size", "param": "size"}
 
 
 @pytest.mark.parametrize(
-    ("query", "status", "error", "param"),
+    ("query", "error", "param"),
     [
-        ("shopId=abc", 400, "shopId: must be a shop's UUID", "shopId"),
-        ("shopId=", 400, "shopId: must be a shop's UUID", "shopId"),
-        (f"shopId={uuid.UUID(int=1)}", 404, "shopId: no shop has this id", "shopId"),
-        ("shopId=1%27%20OR%201%3D1", 400, "shopId: must be a shop's UUID", "shopId"),
-        ("lockId=x", 400, "lockId: must be a whole number", "lockId"),
-        ("lockId=1.5", 400, "lockId: must be a whole number", "lockId"),
-        ("lockId=", 400, "lockId: must be a whole number", "lockId"),
-        (f"lockId={2**63}", 400, f"lockId: must be from {-(2**63)} to {2**63 - 1}", "lockId"),
-        (f"lockId={-(2**63) - 1}", 400, f"lockId: must be from {-(2**63)} to {2**63 - 1}", "lockId"),
-        ("lockId=" + "9" * 500, 400, f"lockId: must be from {-(2**63)} to {2**63 - 1}", "lockId"),
-        ("lockId=--1", 400, "lockId: must be a whole number", "lockId"),
-        ("dryRun=maybe", 400, "dryRun: must be true or false", "dryRun"),
+        ("size=abc", "size: must be a whole number", "size"),
+        ("size=", "size: must be a whole number", "size"),
+        ("size=0", "size: must be >= 1", "size"),
+        ("size=-1", "size: must be >= 1", "size"),
+        ("size=1e3", "size: must be a whole number", "size"),
+        ("size=%2B5", "size: must be a whole number", "size"),
+        ("size=%205", "size: must be a whole number", "size"),
+        ("size=%D9%A5", "size: must be a whole number", "size"),  # an Arabic-Indic 5
+        ("size=5_0", "size: must be a whole number", "size"),
+        ("lockId=x", "lockId: must be a whole number", "lockId"),
+        ("lockId=1.5", "lockId: must be a whole number", "lockId"),
+        ("lockId=", "lockId: must be a whole number", "lockId"),
+        (f"lockId={2**63}", f"lockId: must be from {-(2**63)} to {2**63 - 1}", "lockId"),
+        (f"lockId={-(2**63) - 1}", f"lockId: must be from {-(2**63)} to {2**63 - 1}", "lockId"),
+        ("lockId=" + "9" * 500, f"lockId: must be from {-(2**63)} to {2**63 - 1}", "lockId"),
+        ("lockId=--1", "lockId: must be a whole number", "lockId"),
+        ("dryRun=maybe", "dryRun: must be true or false", "dryRun"),
+        ("prefix=" + "x" * 21, "prefix: Ensure this value has at most 20 characters (it has 21).", "prefix"),
     ],
 )
-def test_malformed_parameters_get_a_4xx_naming_them_and_run_nothing(client, query, status, error, param):
+def test_malformed_parameters_get_a_400_naming_them_and_run_nothing(client, query, error, param):
     response = client.get(f"{URL}?{query}", headers=BEARER)
-    assert response.status_code == status
+    assert response.status_code == 400
     assert body(response) == {"error": error, "param": param}
     assert not JobRun.objects.exists()
 
 
 @pytest.mark.parametrize(
-    ("query", "limit"),
-    [("", 200), ("limit=1", 1), ("limit=1000", 1000), ("limit=1001", 1000), ("limit=" + "9" * 400, 1000)],
+    ("query", "size"),
+    [("", 200), ("size=1", 1), ("size=1000", 1000), ("size=1001", 1000), ("size=" + "9" * 400, 1000)],
 )
-def test_limit_defaults_to_200_and_is_capped_at_1000(client, monkeypatch, query, limit):
-    from tests.helpers import make_job
-
-    seen = {}
-
-    def limited(*, now, limit):
-        seen["limit"] = limit
-        return {"total": 0, "errors": []}
-
-    monkeypatch.setitem(JOBS, "limited", make_job("limited", limited))
-    response = client.get(f"/api/jobs/limited?{query}", headers=BEARER)
+def test_a_default_and_a_cap_come_from_the_form(client, query, size):
+    response = client.get(f"{URL}?{query}", headers=BEARER)
     assert response.status_code == 200
-    assert seen["limit"] == limit and JobRun.objects.get().params["limit"] == limit
-
-
-@pytest.mark.parametrize("query", ["limit=0", "limit=-1", "limit=abc", "limit=", "limit=1e3"])
-def test_a_bad_limit_is_400(client, monkeypatch, query):
-    from tests.helpers import make_job
-
-    monkeypatch.setitem(JOBS, "limited", make_job("limited", lambda *, now, limit: {"errors": []}))
-    response = client.get(f"/api/jobs/limited?{query}", headers=BEARER)
-    assert response.status_code == 400 and body(response)["param"] == "limit"
+    assert body(response)["written"] == size and JobRun.objects.get().params["size"] == size
 
 
 def test_valid_parameters_are_used_and_unknown_ones_ignored(client):
-    shop = make.shop()
-    make.customer(shop)
-    make.customer()  # another shop's
-    response = client.get(f"{URL}?shopId={shop.pk}&lockId=123456&dryRun=1&utm=x", headers=BEARER)
+    response = client.get(f"{URL}?size=2&prefix=p&lockId=123456&dryRun=1&utm=x", headers=BEARER)
     data = body(response)
     run = JobRun.objects.get()
     assert response.status_code == 200
-    assert data["total"] == 1 and data["dryRun"] is True
-    assert run.lock_id == 123456 and run.params["shop"] == str(shop.pk)
-    assert not CustomerScore.objects.exists()
+    assert data["written"] == 2 and data["dryRun"] is True
+    assert run.lock_id == 123456 and run.params["prefix"] == "p" and run.params["dry_run"] is True
+    assert not Group.objects.exists()
 
 
-def test_in_production_the_query_lock_id_is_ignored_and_the_env_var_wins(client, settings):
+def test_in_production_the_query_lock_id_is_ignored_and_the_variable_wins(client, settings):
     settings.PRODUCTION = True
-    settings.RECOMPUTE_SCORES_LOCK_ID = 777
+    settings.JOBS_LOCK_IDS = {"NIGHTLY_LOCK_ID": 777}
     client.get(f"{URL}?lockId=123456", headers=BEARER)
     assert JobRun.objects.get().lock_id == 777
 
 
-def test_a_failed_job_is_500_json_with_the_run_id_and_no_traceback(client, monkeypatch):
-    from tests.helpers import crashing, make_job
-
-    monkeypatch.setitem(JOBS, "crashing", make_job("crashing", crashing))
+def test_a_failed_job_is_500_json_with_the_run_id_and_no_traceback(client):
     response = client.post("/api/jobs/crashing", headers={"X-Cron-Secret": SECRET})
     data = body(response)
     run = JobRun.objects.get()
@@ -238,28 +217,12 @@ def test_a_database_outage_is_503_json(client, monkeypatch):
     assert response.status_code == 503 and body(response) == {"error": "Database unavailable"}
 
 
-def test_the_internal_job_takes_only_the_internal_secret(client, monkeypatch):
-    from tests.helpers import make_job
-
-    job = make_job("internal-job", lambda *, now: {"errors": []})
-    monkeypatch.setitem(JOBS, "internal-job", type(job)(**{**job.__dict__, "auth": "internal"}))
-    assert client.post("/api/jobs/internal-job", headers={"X-Cron-Secret": SECRET}).status_code == 401
-    assert client.get("/api/jobs/internal-job", headers=BEARER).status_code == 401
-    response = client.post("/api/jobs/internal-job", headers={"X-Internal-Secret": INTERNAL})
+def test_an_internal_job_takes_only_the_internal_secret(client):
+    assert client.post("/api/jobs/on-demand", headers={"X-Cron-Secret": SECRET}).status_code == 401
+    assert client.get("/api/jobs/on-demand", headers=BEARER).status_code == 401
+    response = client.post("/api/jobs/on-demand", headers={"X-Internal-Secret": INTERNAL})
     assert response.status_code == 200
     assert JobRun.objects.get().trigger == Trigger.INTERNAL
-
-
-def test_vercel_json_and_the_registry_agree_and_each_cron_path_answers_a_vercel_request(client):
-    config = json.loads((Path(__file__).resolve().parent.parent / "vercel.json").read_text())
-    crons = {(cron["path"], cron["schedule"]) for cron in config["crons"]}
-    registered = {(job.path, job.schedule) for job in JOBS.values() if job.schedule and job.auth == "cron"}
-    assert crons == registered
-    for path, schedule in sorted(crons):
-        response = client.get(path, headers={**VERCEL, "X-Vercel-Cron-Schedule": schedule})
-        assert response.status_code == 200, (path, response.content)
-        assert body(response)["status"] == "succeeded"
-    assert JobRun.objects.filter(trigger=Trigger.CRON).count() == len(crons)
 
 
 def test_a_huge_body_is_never_read_and_runs_nothing(client):

@@ -4,12 +4,22 @@ from datetime import timedelta
 
 import pytest
 
+from scoring import offers
 from scoring.models import Appointment, CustomerScore, OfferStatus, SlotOffer, Tier, WaitlistEntry
-from scoring.services import OfferClosed, expire_offers, next_in_line, offer_loop, respond_to_offer
+from scoring.offers import OfferClosed, next_in_line, respond_to_offer
 from tests import factories as make
 from tests.factories import NOW
+from tests.helpers import outside_a_run
 
 pytestmark = pytest.mark.django_db
+
+
+def offer_loop(now, **kwargs):
+    return outside_a_run(offers.offer_loop, now, **{"limit": 200, **kwargs})
+
+
+def expire_offers(now, **kwargs):
+    return outside_a_run(offers.expire_offers, now, **{"limit": 200, **kwargs})
 
 
 def freed_slot(shop, hours_ahead: int = 24) -> Appointment:

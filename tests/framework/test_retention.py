@@ -5,8 +5,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from jobs.context import Context
 from jobs.models import JobRun, Status, Trigger
 from jobs.retention import prune_job_runs
+from tests.helpers import outside_a_run
 
 pytestmark = pytest.mark.django_db
 
@@ -20,12 +22,12 @@ def runs(job: str, days_ago: int, count: int = 1, status: Status = Status.SUCCEE
 
 def test_it_deletes_old_runs_in_batches_and_keeps_recent_running_and_latest_ones(settings):
     settings.JOB_RUNS_RETENTION_DAYS = 90
-    old = runs("recompute-scores", 100, count=25)
-    recent = runs("recompute-scores", 10)
-    stuck = runs("expire-offers", 200, status=Status.RUNNING)
-    only_old = runs("resolve-outcomes", 300, count=3)  # the latest of these stays
+    old = runs("nightly", 100, count=25)
+    recent = runs("nightly", 10)
+    stuck = runs("frequent", 200, status=Status.RUNNING)
+    only_old = runs("on-demand", 300, count=3)  # the latest of these stays
 
-    counters = prune_job_runs(now=timezone.now(), batch_size=10)
+    counters = outside_a_run(prune_job_runs, timezone.now(), batch_size=10)
 
     assert counters == {"deleted": 27, "remaining": 0, "errors": []}
     left = set(JobRun.objects.values_list("id", flat=True))
@@ -33,8 +35,8 @@ def test_it_deletes_old_runs_in_batches_and_keeps_recent_running_and_latest_ones
     assert not left & {run.id for run in old}
 
 
-def test_it_stops_at_the_deadline_and_says_how_many_remain():
-    runs("recompute-scores", 400, count=5)
-    runs("recompute-scores", 1)
-    counters = prune_job_runs(now=timezone.now(), deadline=0.0)
-    assert counters == {"deleted": 0, "remaining": 5, "errors": []}
+def test_out_of_time_it_stops_after_one_batch_and_says_how_many_remain():
+    runs("nightly", 400, count=5)
+    runs("nightly", 1)
+    result = prune_job_runs(Context(now=timezone.now(), deadline=0.0), batch_size=2)
+    assert (result.counters, result.remaining) == ({"deleted": 2}, 3)

@@ -8,14 +8,19 @@ from django.db import transaction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from scoring import scores
 from scoring.models import Appointment, Customer, CustomerScore, Outcome, Tier
 from scoring.rules import score_for
-from scoring.services import recompute_scores
 from tests import factories as make
 from tests.factories import NOW
+from tests.helpers import outside_a_run
 
 pytestmark = pytest.mark.django_db
 WINDOW = timedelta(days=180)
+
+
+def recompute_scores(now, **kwargs):
+    return outside_a_run(scores.recompute_scores, now, **kwargs)
 
 
 def stored(customer: Customer) -> CustomerScore:

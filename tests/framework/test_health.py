@@ -18,7 +18,7 @@ def ran(job: str, status: Status, hours_ago: float) -> JobRun:
     )
 
 
-def verdict(job: str = "recompute-scores") -> tuple[str, str]:
+def verdict(job: str = "nightly") -> tuple[str, str]:
     result = health(JOBS[job], NOW)
     return result.verdict, result.note
 
@@ -28,45 +28,45 @@ def test_a_job_without_runs_is_never_run():
 
 
 def test_a_daily_job_that_succeeded_after_its_last_expected_time_is_ok():
-    ran("recompute-scores", Status.SUCCEEDED, hours_ago=9.5)
+    ran("nightly", Status.SUCCEEDED, hours_ago=9.5)
     assert verdict() == ("ok", "")
 
 
 def test_a_daily_job_without_success_since_its_last_expected_time_is_late():
-    ran("recompute-scores", Status.SUCCEEDED, hours_ago=34)
+    ran("nightly", Status.SUCCEEDED, hours_ago=34)
     assert verdict() == ("late", "Expected a run at 2026-06-10 02:00 UTC; last success 34 h ago, expected daily.")
 
 
 def test_a_late_start_within_the_grace_is_not_late_yet():
-    ran("recompute-scores", Status.SUCCEEDED, hours_ago=24)
-    assert health(JOBS["recompute-scores"], datetime(2026, 6, 10, 2, 30, tzinfo=UTC)).verdict == "ok"
+    ran("nightly", Status.SUCCEEDED, hours_ago=24)
+    assert health(JOBS["nightly"], datetime(2026, 6, 10, 2, 30, tzinfo=UTC)).verdict == "ok"
 
 
 @pytest.mark.parametrize("status", [Status.FAILED, Status.PARTIAL, Status.ABANDONED])
 def test_a_job_whose_last_finished_run_did_not_succeed_is_failing(status):
-    ran("recompute-scores", Status.SUCCEEDED, hours_ago=20)
-    last = ran("recompute-scores", status, hours_ago=9)
-    ran("recompute-scores", Status.SKIPPED, hours_ago=1)  # a skip says nothing about health
+    ran("nightly", Status.SUCCEEDED, hours_ago=20)
+    last = ran("nightly", status, hours_ago=9)
+    ran("nightly", Status.SKIPPED, hours_ago=1)  # a skip says nothing about health
     assert verdict() == ("failing", f"Last run #{last.pk} {status}.")
 
 
 def test_a_live_run_is_running_and_a_run_that_never_finished_is_failing():
-    ran("recompute-scores", Status.RUNNING, hours_ago=0.01)
+    ran("nightly", Status.RUNNING, hours_ago=0.01)
     assert verdict()[0] == "running"
     JobRun.objects.update(started_at=NOW - timedelta(hours=3))
     assert verdict()[0] == "failing" and "never finished" in verdict()[1]
 
 
 def test_a_frequent_job_is_late_once_it_misses_runs_for_longer_than_the_grace():
-    ran("expire-offers", Status.SUCCEEDED, hours_ago=0.5)
-    assert verdict("expire-offers")[0] == "ok"
+    ran("frequent", Status.SUCCEEDED, hours_ago=0.5)
+    assert verdict("frequent")[0] == "ok"
     JobRun.objects.update(started_at=NOW - timedelta(hours=2))
-    assert verdict("expire-offers")[0] == "late" and "expected every 5 min" in verdict("expire-offers")[1]
+    assert verdict("frequent")[0] == "late" and "expected every 5 min" in verdict("frequent")[1]
 
 
 def test_an_unscheduled_job_is_never_late():
-    ran("offer-loop", Status.SUCCEEDED, hours_ago=24 * 30)
-    assert verdict("offer-loop")[0] == "ok"
+    ran("on-demand", Status.SUCCEEDED, hours_ago=24 * 30)
+    assert verdict("on-demand")[0] == "ok"
 
 
 def test_words_for_schedules_and_durations():
@@ -77,5 +77,5 @@ def test_words_for_schedules_and_durations():
 
 
 def test_the_next_expected_run_follows_the_schedule():
-    assert health(JOBS["recompute-scores"], NOW).next_run == datetime(2026, 6, 11, 2, 0, tzinfo=UTC)
-    assert health(JOBS["offer-loop"], NOW).next_run is None
+    assert health(JOBS["nightly"], NOW).next_run == datetime(2026, 6, 11, 2, 0, tzinfo=UTC)
+    assert health(JOBS["on-demand"], NOW).next_run is None

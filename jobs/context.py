@@ -1,0 +1,92 @@
+"""The contract between the runner and a job: one Context in, one Result out."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+from django.db import transaction
+
+logger = logging.getLogger("jobs")
+
+
+@dataclass
+class Context:
+    """What a run gives its job. The job never learns whether HTTP, the shell or the admin started it.
+
+    `params` are the job form's cleaned values. `checkpoint` is the opaque text a
+    previous full run of the job returned when it stopped for lack of time (None:
+    start from the beginning). `errors` collects what `item()` caught.
+    """
+
+    now: datetime
+    params: Mapping[str, Any] = field(default_factory=dict)
+    deadline: float = math.inf  # a time.monotonic() value
+    dry_run: bool = False
+    checkpoint: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+    def out_of_time(self) -> bool:
+        """Whether the run's time budget is spent: stop between batches and return a checkpoint."""
+        return time.monotonic() >= self.deadline
+
+    def item(self, label: str) -> Item:
+        """Isolate one item: `with ctx.item("customer 42"): ...` undoes just that item if it fails."""
+        return Item(self.errors, label)
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a job returns.
+
+    `counters` are reported in the order the job declares them. `remaining`, when
+    the job can tell, is the work it left undone (with the time budget spent, that
+    makes the run `partial`). `checkpoint` is where the next full run resumes.
+    """
+
+    counters: Mapping[str, int]
+    errors: Sequence[str] = ()
+    remaining: int | None = None
+    checkpoint: str | None = None
+
+
+def one_line(error: BaseException) -> str:
+    """`ExceptionClass: the first meaningful line of its message` (never PostgreSQL's `LINE 1:` or `^`)."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    meaningful = [line for line in lines if line and line != "^" and not line.startswith(("LINE ", "HINT:"))]
+    return f"{type(error).__name__}: {meaningful[0]}" if meaningful else type(error).__name__
+
+
+class Item:
+    """One item in its own savepoint: on failure only its writes are undone, and why is noted.
+
+    Whatever fails is reported as itself: the item, or leaving the savepoint. Entering
+    the savepoint raises its own error (the run cannot go on without a working
+    connection). Count an item's success as the last statement inside the block.
+    """
+
+    def __init__(self, errors: list[str], label: str) -> None:
+        self.errors, self.label = errors, label
+        self.savepoint = transaction.atomic()
+
+    def __enter__(self) -> None:
+        self.savepoint.__enter__()
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> bool:
+        try:
+            self.savepoint.__exit__(kind, error, tb)
+        except Exception as leaving:  # the release or rollback itself failed
+            error = error or leaving
+        if error is None:
+            return False
+        if not isinstance(error, Exception):  # KeyboardInterrupt, SystemExit: not an item's failure
+            return False
+        self.errors.append(f"{self.label}: {one_line(error)}")
+        logger.warning("job item failed: %s", self.label, exc_info=error)
+        return True

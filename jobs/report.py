@@ -1,0 +1,37 @@
+"""A run told back to whoever started it: the JSON body (HTTP, `--json`) and the text summary (shell, admin)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobs.models import JobRun, Status
+from jobs.registry import JOBS
+
+
+def counters(run: JobRun) -> dict[str, Any]:
+    """The run's counters in its job's declared order (the database keeps no order)."""
+    job = JOBS.get(run.job)
+    return job.ordered(run.counters) if job else dict(run.counters)
+
+
+def body(run: JobRun) -> dict[str, Any]:
+    head = {"job": run.job, "runId": run.pk, "status": run.status}
+    if run.status == Status.SKIPPED:
+        return {**head, "skipped": True, "reason": "locked"}
+    if run.status == Status.FAILED:
+        return {**head, "error": "Job failed; the traceback is on the run in the admin."}
+    dry_run: dict[str, Any] = {"dryRun": True} if run.params.get("dry_run") else {}
+    return {**head, **dry_run, **counters(run), "errors": run.errors}
+
+
+def summary(run: JobRun) -> str:
+    head = f"{run.job}: {run.status} in {run.duration_ms} ms (run #{run.pk})"
+    if run.status == Status.SKIPPED:
+        return f"{head}: another run holds lock {run.lock_id}"
+    if run.status == Status.FAILED:
+        reason = run.errors[0] if run.errors else "no reason recorded"
+        return f"{head}\n  {reason}\n  the full traceback is stored on run #{run.pk}"
+    numbers = "  ".join(f"{name} {value}" for name, value in counters(run).items())
+    errors = "".join(f"\n  error: {error}" for error in run.errors) or "\n  errors: none"
+    dry = " (dry run, rolled back)" if run.params.get("dry_run") else ""
+    return f"{head}{dry}\n  {numbers}{errors}"

@@ -1,0 +1,99 @@
+"""The scheduled jobs of the scoring domain, declared for the jobs framework (found at start-up)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from jobs.context import Context, Result
+from jobs.forms import JobForm, WholeNumberField
+from jobs.registry import job
+from scoring import offers, outcomes, scores
+from scoring.models import Shop
+
+LIMIT_DEFAULT, LIMIT_MAX = 200, 1000
+
+
+class ShopField(forms.ModelChoiceField):
+    """A shop's UUID; the cleaned value is the UUID. Unknown: a "not found" error (404 over HTTP)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(queryset=Shop.objects.order_by("name"), required=False, empty_label="all shops", **kwargs)
+
+    def to_python(self, value: Any) -> uuid.UUID | None:
+        if value is None:
+            return None
+        try:
+            shop = uuid.UUID(str(value))
+        except ValueError:
+            raise ValidationError("must be a shop's UUID", code="invalid") from None
+        if not Shop.objects.filter(pk=shop).exists():
+            raise ValidationError("no shop has this id", code="not_found")
+        return shop
+
+
+class ShopForm(JobForm):
+    shop = ShopField(help_text="only this shop (UUID)")
+    query_names = {"shop": "shopId"}
+    scope = ("shop",)
+
+
+class LimitForm(JobForm):
+    limit = WholeNumberField(
+        low=1, cap=LIMIT_MAX, default=LIMIT_DEFAULT, help_text=f"at most this many items (max {LIMIT_MAX})"
+    )
+
+
+class ShopLimitForm(ShopForm, LimitForm):
+    pass
+
+
+@job(
+    name="resolve-outcomes",
+    lock_id=482173,
+    schedule="0 0 * * *",
+    description="Give finished appointments their outcome (attended, no-show, cancellations).",
+    form=LimitForm,
+    counters=outcomes.COUNTERS,
+)
+def resolve_outcomes(ctx: Context) -> Result:
+    return outcomes.resolve_outcomes(ctx, limit=ctx.params["limit"])
+
+
+@job(
+    name="expire-offers",
+    lock_id=482174,
+    schedule="*/5 * * * *",
+    description="Expire unanswered slot offers and offer those slots to the next in line.",
+    form=LimitForm,
+    counters=offers.EXPIRE_COUNTERS,
+)
+def expire_offers(ctx: Context) -> Result:
+    return offers.expire_offers(ctx, limit=ctx.params["limit"])
+
+
+@job(
+    name="recompute-scores",
+    lock_id=482175,
+    schedule="0 2 * * *",
+    description="Recompute every customer's reliability score over the scoring window.",
+    form=ShopForm,
+    counters=scores.COUNTERS,
+)
+def recompute_scores(ctx: Context) -> Result:
+    return scores.recompute_scores(ctx, shop=ctx.params["shop"])
+
+
+@job(
+    name="offer-loop",
+    lock_id=482176,
+    auth="internal",
+    description="Offer each open slot to the best-ranked waiting customer (called by the app).",
+    form=ShopLimitForm,
+    counters=offers.LOOP_COUNTERS,
+)
+def offer_loop(ctx: Context) -> Result:
+    return offers.offer_loop(ctx, shop=ctx.params["shop"], limit=ctx.params["limit"])
