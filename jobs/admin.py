@@ -18,7 +18,7 @@ from django.views.decorators.http import require_POST
 
 from jobs import report
 from jobs.forms import ParamError, clean
-from jobs.health import ago, overview
+from jobs.health import ago, overview, reason
 from jobs.models import JobRun, Status, Trigger
 from jobs.registry import JOBS, Job
 from jobs.runner import run_job
@@ -47,8 +47,10 @@ def badge(status: str) -> SafeString:
 
 
 def headline(run: JobRun) -> str:
+    """The first counters in their declared order, and any work left undone."""
     numbers = [(key, value) for key, value in report.counters(run).items() if isinstance(value, int)]
-    return " · ".join(f"{key} {value:,}" for key, value in numbers[:HEADLINE])
+    shown = numbers[:HEADLINE] + [(key, value) for key, value in numbers[HEADLINE:] if key == "remaining" and value]
+    return " · ".join(f"{key} {value:,}" for key, value in shown)
 
 
 def duration(ms: int | None) -> str:
@@ -72,7 +74,10 @@ class JobFilter(admin.SimpleListFilter):
 
 @admin.register(JobRun)
 class JobRunAdmin(admin.ModelAdmin):
-    list_display = ["run", "status_badge", "job", "trigger", "started_at", "took", "counters_headline", "error_count"]
+    list_display = [
+        "run", "status_badge", "job", "scope", "trigger", "started_at", "took", "counters_headline", "error_count",
+        "why",
+    ]  # fmt: skip
     list_display_links = ["run"]
     list_filter = [JobFilter, "status", "trigger", "started_at"]
     search_fields = ["errors"]
@@ -80,8 +85,8 @@ class JobRunAdmin(admin.ModelAdmin):
     list_per_page = 50
     show_full_result_count = False
     fields = [
-        "status_badge", "job", "trigger", "triggered_by", "started_at", "finished_at", "took", "lock_id",
-        "params_table", "counters_table", "errors_list", "traceback_text", "neighbours",
+        "status_badge", "why", "job", "scope", "trigger", "triggered_by", "started_at", "finished_at", "took",
+        "lock_id", "params_table", "counters_table", "errors_list", "traceback_text", "neighbours",
     ]  # fmt: skip
 
     # Runs are immutable for everyone: only the prune-job-runs job deletes them.
@@ -106,6 +111,21 @@ class JobRunAdmin(admin.ModelAdmin):
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: JobRun) -> SafeString:
         return badge(obj.status)
+
+    @admin.display(description="scope")
+    def scope(self, obj: JobRun) -> str:
+        """A run that speaks for only part of the job: it never counts for the job's health."""
+        job = JOBS.get(obj.job)
+        parts = [f"{name} {obj.params[name]}" for name in (job.form.scope if job else ()) if name in obj.params]
+        return ", ".join(["dry run"] * bool(obj.params.get("dry_run")) + parts) or "full"
+
+    @admin.display(description="why")
+    def why(self, obj: JobRun) -> str:
+        """Why the run did not succeed, in one line."""
+        if obj.status == Status.SKIPPED:
+            return f"lock {obj.lock_id} held by {obj.held_by or 'another run'}"
+        text = reason(obj)
+        return text if len(text) <= 120 else text[:119] + "…"
 
     @admin.display(description="duration", ordering="duration_ms")
     def took(self, obj: JobRun) -> str:
@@ -192,7 +212,7 @@ class JobRunAdmin(admin.ModelAdmin):
         }.get(Status(run.status), messages.ERROR)  # fmt: skip
         text = report.summary(run)
         if run.status == Status.SKIPPED:
-            text = f"{job.name} is already running (lock {run.lock_id} is held): no second run was started."
+            text = f"{job.name} was not started: lock {run.lock_id} is held by {run.held_by}."
         messages.add_message(request, level, text)
         return HttpResponseRedirect(reverse("admin:jobs_jobrun_change", args=[run.pk]))
 

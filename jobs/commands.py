@@ -42,11 +42,11 @@ class JobCommand(BaseCommand):
         parser.add_argument("--json", action="store_true", help="print the JSON body the HTTP endpoint returns")
 
     def execute(self, *args: Any, **options: Any) -> str | None:
-        # The summary printed below says what the runner's INFO log line says; that line is for servers.
+        # The summary printed below says what the runner's log lines say (one line per error);
+        # those lines, with their tracebacks, are for servers, and for -v 2.
         logger = logging.getLogger("jobs")
         level = logger.level
-        if options.get("verbosity", 1) < 2:
-            logger.setLevel(logging.WARNING)
+        logger.setLevel(logging.DEBUG if options.get("verbosity", 1) >= 2 else logging.CRITICAL)
         try:
             return super().execute(*args, **options)
         finally:
@@ -63,6 +63,8 @@ class JobCommand(BaseCommand):
             first_line = (str(error).strip().splitlines() or ["no answer"])[0]
             raise CommandError(f"database error: {first_line}", returncode=1) from None
         self.stdout.write(json.dumps(report.body(run)) if options["json"] else report.summary(run))
+        if options["verbosity"] >= 2 and run.traceback:
+            self.stderr.write(run.traceback)
         if code := EXIT.get(Status(run.status), 1):
             sys.exit(code)
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from traceback import format_exception
 from types import TracebackType
 from typing import Any
 
@@ -31,14 +32,18 @@ class Context:
     dry_run: bool = False
     checkpoint: str | None = None
     errors: list[str] = field(default_factory=list)
+    tracebacks: list[str] = field(default_factory=list)  # the items', stored on the run
+    keep_alive: Callable[[], None] = lambda: None  # renews the run's lease (SQLite) between items and batches
 
     def out_of_time(self) -> bool:
         """Whether the run's time budget is spent: stop between batches and return a checkpoint."""
+        self.keep_alive()
         return time.monotonic() >= self.deadline
 
     def item(self, label: str) -> Item:
         """Isolate one item: `with ctx.item("customer 42"): ...` undoes just that item if it fails."""
-        return Item(self.errors, label)
+        self.keep_alive()
+        return Item(self, label)
 
 
 @dataclass(frozen=True)
@@ -71,8 +76,8 @@ class Item:
     connection). Count an item's success as the last statement inside the block.
     """
 
-    def __init__(self, errors: list[str], label: str) -> None:
-        self.errors, self.label = errors, label
+    def __init__(self, ctx: Context, label: str) -> None:
+        self.ctx, self.label = ctx, label
         self.savepoint = transaction.atomic()
 
     def __enter__(self) -> None:
@@ -87,6 +92,7 @@ class Item:
             return False
         if not isinstance(error, Exception):  # KeyboardInterrupt, SystemExit: not an item's failure
             return False
-        self.errors.append(f"{self.label}: {one_line(error)}")
-        logger.warning("job item failed: %s", self.label, exc_info=error)
+        self.ctx.errors.append(f"{self.label}: {one_line(error)}")
+        self.ctx.tracebacks.append(f"{self.label}:\n{''.join(format_exception(error))}")
+        logger.warning("job item failed: %s: %s", self.label, one_line(error))
         return True

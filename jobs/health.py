@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from cron_descriptor import ExpressionDescriptor
 from cronsim import CronSim
 from django.conf import settings
+from django.db.models import QuerySet
 
 from jobs.models import JobRun, Status
 from jobs.registry import JOBS, Job
@@ -15,12 +16,14 @@ from jobs.registry import JOBS, Job
 # Vercel may start a cron late (on Hobby, anywhere within the hour): allow that before calling it late.
 GRACE = timedelta(hours=1)
 FINISHED = [Status.SUCCEEDED, Status.PARTIAL, Status.FAILED, Status.ABANDONED]
+RESUMING_LIMIT = 3  # runs in a row that ran out of time before "resuming" becomes "failing"
 
 
 @dataclass(frozen=True)
 class JobHealth:
     job: Job
-    verdict: str  # ok | failing | late | running | never run
+    verdict: str  # ok | failing | late | running | never run | resuming
+    late: bool  # no run arrived since the schedule's last expected time (plus grace), whatever the verdict
     note: str
     last_run: JobRun | None
     last_success: JobRun | None
@@ -38,45 +41,80 @@ def describe(schedule: str | None) -> str:
 
 
 def overview(now: datetime) -> list[JobHealth]:
-    """One verdict per registered job, from three indexed look-ups each."""
+    """One verdict per declared job, from a few indexed look-ups each."""
     return [health(job, now) for job in JOBS.values()]
 
 
+def real_runs(job: Job) -> QuerySet[JobRun]:
+    """The runs that speak for the job's health: not dry runs, not runs narrowed to part of the work."""
+    full = {f"params__{name}__isnull": True for name in job.form.scope}
+    return JobRun.objects.filter(job=job.name, params__dry_run__isnull=True, **full).order_by("-started_at", "-id")
+
+
 def health(job: Job, now: datetime) -> JobHealth:
-    runs = JobRun.objects.filter(job=job.name).order_by("-started_at", "-id")
+    runs = real_runs(job)
     last_run = runs.exclude(status=Status.SKIPPED).first()
-    last_finished = runs.filter(status__in=FINISHED).first()
+    finished = list(runs.filter(status__in=FINISHED)[:RESUMING_LIMIT])
     last_success = runs.filter(status=Status.SUCCEEDED).first()
     next_run = next(iter(CronSim(job.schedule, now)), None) if job.schedule else None
-    verdict, note = _verdict(job, now, last_run, last_finished, last_success)
-    return JobHealth(job, verdict, note, last_run, last_success, next_run)
+    verdict, note = _verdict(now, last_run, finished)
+    late, late_note = _lateness(job, now, last_run, last_success)
+    if late and verdict == "ok":
+        verdict, note = "late", late_note
+    elif late:
+        note = f"{note} {late_note}"
+    return JobHealth(job, verdict, late, note, last_run, last_success, next_run)
 
 
-def _verdict(
-    job: Job,
-    now: datetime,
-    last_run: JobRun | None,
-    last_finished: JobRun | None,
-    last_success: JobRun | None,
-) -> tuple[str, str]:
+def out_of_time(run: JobRun) -> bool:
+    """A partial run that did all it could and stopped on its time budget (the next run resumes)."""
+    return run.status == Status.PARTIAL and not run.errors and bool(run.counters.get("resume_after"))
+
+
+def reason(run: JobRun) -> str:
+    """Why a run did not succeed, in one line."""
+    if out_of_time(run):
+        return f"stopped on its time budget with {run.counters.get('remaining', 0):,} left"
+    if not run.errors:
+        return ""
+    more = f" (and {run.error_count - 1:,} more)" if run.error_count > 1 else ""
+    return f"{run.errors[0]}{more}"
+
+
+def _verdict(now: datetime, last_run: JobRun | None, finished: list[JobRun]) -> tuple[str, str]:
     if last_run is None:
         return "never run", "No run recorded yet."
     if last_run.status == Status.RUNNING:
         age = now - last_run.started_at
-        if age < timedelta(seconds=settings.JOBS_LEASE_SECONDS):
+        if age < timedelta(seconds=settings.JOBS_TIME_BUDGET_SECONDS + settings.JOBS_LEASE_SECONDS):
             return "running", f"Started {ago(age)} ago."
         return "failing", f"Run #{last_run.pk} started {ago(age)} ago and never finished: its process likely died."
-    if last_finished is not None and last_finished.status != Status.SUCCEEDED:
-        return "failing", f"Last run #{last_finished.pk} {last_finished.status}."
-    if job.schedule is not None:
-        expected = next(iter(CronSim(job.schedule, now - GRACE, reverse=True)))
-        if last_success is None or last_success.started_at < expected:
-            since = f"last success {ago(now - last_success.started_at)} ago" if last_success else "no success yet"
+    last = finished[0]
+    if last.status == Status.SUCCEEDED:
+        return "ok", ""
+    if out_of_time(last):
+        if len(finished) == RESUMING_LIMIT and all(out_of_time(run) for run in finished):
             return (
-                "late",
-                f"Expected a run at {expected:%Y-%m-%d %H:%M} UTC; {since}, expected {cadence(job.schedule)}.",
+                "failing",
+                f"Cannot finish within the time budget: the last {RESUMING_LIMIT} runs ran out of time.",
             )
-    return "ok", ""
+        return "resuming", f"Run #{last.pk} {reason(last)}; the next run resumes there."
+    why = reason(last)
+    return "failing", f"Last run #{last.pk} {last.status}" + (f": {why}" if why else ".")
+
+
+def _lateness(job: Job, now: datetime, last_run: JobRun | None, last_success: JobRun | None) -> tuple[bool, str]:
+    """Whether the schedule's last expected run has not arrived (with the grace Vercel needs)."""
+    if job.schedule is None:
+        return False, ""
+    expected = next(iter(CronSim(job.schedule, now - GRACE, reverse=True)))
+    if last_run is not None and last_run.started_at >= expected:
+        return False, ""
+    ledger_began = JobRun.objects.order_by("id").values_list("started_at", flat=True).first()
+    if last_run is None and (ledger_began is None or ledger_began >= expected):
+        return False, ""  # a new installation: not late before its first expected run
+    since = f"last success {ago(now - last_success.started_at)} ago" if last_success else "no success yet"
+    return True, f"Expected a run at {expected:%Y-%m-%d %H:%M} UTC; {since}, expected {cadence(job.schedule)}."
 
 
 def cadence(schedule: str) -> str:

@@ -6,50 +6,90 @@ so it cannot leak through a transaction-mode pooler (PgBouncer, Supabase
 6543, Neon -pooler), unlike a session lock, and it shares its key space with
 session locks: anyone holding `pg_advisory_lock(lock_id)` makes the job skip.
 
-Other databases (SQLite): a lease row with an owner token and an expiry longer
-than any run may last (JOBS_LEASE_SECONDS > JOBS_TIME_BUDGET_SECONDS). A dead
-holder's lease expires; a late release deletes only its own lease.
+Other databases (SQLite): a lease row with an owner token and a short expiry
+(JOBS_LEASE_SECONDS), renewed while the run works, so that a killed holder
+blocks its job for one lease at most. A late release deletes only its own lease.
+Lease writes retry while SQLite says "database is locked".
 """
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TypeVar
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from jobs.models import JobLease
 
+T = TypeVar("T")
+
+
+class LeaseLost(RuntimeError):
+    """The lease expired and another run took it over: this run no longer excludes others."""
+
+
+@dataclass
+class Lock:
+    """A lock attempt. `held`: whether it is ours; `holder`: the lease's owner when it is not (SQLite)."""
+
+    lock_id: int
+    held: bool
+    holder: str | None = None
+    owner: str | None = None  # our lease token (SQLite)
+    renewed_at: datetime = field(default_factory=timezone.now)
+
+    def renew(self) -> None:
+        """Keep a lease alive while the run works: called between items and batches. No-op on PostgreSQL."""
+        if self.owner is None:
+            return
+        ttl = timedelta(seconds=settings.JOBS_LEASE_SECONDS)
+        now = timezone.now()
+        if now - self.renewed_at < ttl / 4:
+            return
+        renewed = retrying(
+            lambda: JobLease.objects.filter(lock_id=self.lock_id, owner=self.owner).update(expires_at=now + ttl)
+        )
+        if not renewed:
+            raise LeaseLost(f"the lease on lock {self.lock_id} expired and was taken over")
+        self.renewed_at = now
+
 
 @contextmanager
-def hold(lock_id: int) -> Iterator[bool]:
-    """Try to take the lock for the duration of the block; yield whether we hold it.
+def hold(lock_id: int, owner: str = "") -> Iterator[Lock]:
+    """Try to take the lock for the duration of the block, without waiting.
 
-    On PostgreSQL the block runs inside the lock's transaction.
+    On PostgreSQL the block runs inside the lock's transaction. `owner` names the
+    taker in the lease (SQLite), so that a run that finds it taken can say by whom.
     """
     if connection.vendor == "postgresql":
         with transaction.atomic(durable=True), connection.cursor() as cursor:
             cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [lock_id])
-            yield bool(cursor.fetchone()[0])
+            yield Lock(lock_id, held=bool(cursor.fetchone()[0]))
     else:
-        with lease(lock_id) as held:
+        with lease(lock_id, owner) as held:
             yield held
 
 
 @contextmanager
-def lease(lock_id: int) -> Iterator[bool]:
+def lease(lock_id: int, owner: str = "") -> Iterator[Lock]:
     """The lease backend; usable on any database."""
-    owner = uuid.uuid4().hex
-    held = take_lease(lock_id, owner, timedelta(seconds=settings.JOBS_LEASE_SECONDS))
+    token = f"{owner} {uuid.uuid4().hex}".strip()
+    ttl = timedelta(seconds=settings.JOBS_LEASE_SECONDS)
+    if not retrying(lambda: take_lease(lock_id, token, ttl)):
+        holder = JobLease.objects.filter(lock_id=lock_id).values_list("owner", flat=True).first()
+        yield Lock(lock_id, held=False, holder=holder)
+        return
     try:
-        yield held
+        yield Lock(lock_id, held=True, owner=token)
     finally:
-        if held:
-            release_lease(lock_id, owner)
+        retrying(lambda: release_lease(lock_id, token))
 
 
 def take_lease(lock_id: int, owner: str, ttl: timedelta) -> bool:
@@ -74,3 +114,15 @@ def release_lease(lock_id: int, owner: str) -> bool:
     """Delete the lease if it is still ours (a late release frees nobody else's)."""
     deleted, _ = JobLease.objects.filter(lock_id=lock_id, owner=owner).delete()
     return deleted == 1
+
+
+def retrying(action: Callable[[], T], attempts: int = 4) -> T:
+    """Run a short write, again while SQLite answers "database is locked" (each try already waits its timeout)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except OperationalError as error:
+            if "database is locked" not in str(error) or attempt == attempts or connection.in_atomic_block:
+                raise
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")

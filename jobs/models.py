@@ -42,6 +42,9 @@ class JobRun(models.Model):
     origin = models.CharField(
         max_length=255, blank=True, help_text="Who or what asked: host and process, or the HTTP caller."
     )
+    held_by = models.CharField(
+        max_length=100, blank=True, help_text="Skipped runs: who held the lock (a run of ours, or another session)."
+    )
 
     class Meta:
         ordering = ["-started_at", "-id"]

@@ -17,7 +17,7 @@ def counters(run: JobRun) -> dict[str, Any]:
 def body(run: JobRun) -> dict[str, Any]:
     head = {"job": run.job, "runId": run.pk, "status": run.status}
     if run.status == Status.SKIPPED:
-        return {**head, "skipped": True, "reason": "locked"}
+        return {**head, "skipped": True, "reason": "locked", "heldBy": run.held_by}
     if run.status == Status.FAILED:
         return {**head, "error": "Job failed; the traceback is on the run in the admin."}
     dry_run: dict[str, Any] = {"dryRun": True} if run.params.get("dry_run") else {}
@@ -27,7 +27,7 @@ def body(run: JobRun) -> dict[str, Any]:
 def summary(run: JobRun) -> str:
     head = f"{run.job}: {run.status} in {run.duration_ms} ms (run #{run.pk})"
     if run.status == Status.SKIPPED:
-        return f"{head}: another run holds lock {run.lock_id}"
+        return f"{head}: lock {run.lock_id} is held by {run.held_by or 'another run'}"
     if run.status == Status.FAILED:
         reason = run.errors[0] if run.errors else "no reason recorded"
         return f"{head}\n  {reason}\n  the full traceback is stored on run #{run.pk}"

@@ -23,6 +23,7 @@ from django.utils import timezone
 from jobs import locks
 from jobs.context import Context, Result, one_line
 from jobs.forms import clean
+from jobs.locks import retrying
 from jobs.models import JobRun, Status, Trigger
 from jobs.registry import Job, get_job
 
@@ -44,7 +45,9 @@ def run_job(
 
     1. Resolve the lock id: the lock_id parameter, else the <NAME>_LOCK_ID variable, else the declaration's.
     2. Record the run as `running`, committed, so staff see it now and a kill leaves a trace.
-    3. Take the lock without waiting. If another run holds it: `skipped`, done.
+    3. Take the lock without waiting. If it is held: `skipped`, with who holds it, done.
+       On PostgreSQL the rest runs in the lock's transaction, with constraint checks
+       made statement by statement (a row deleted meanwhile costs one item, not the COMMIT).
     4. Call the job with its Context: the run's `now`, the deadline of the time budget, the
        parameters, and the checkpoint of the last full run that stopped for lack of time.
        Items isolate themselves (ctx.item), so one failing item costs only that item.
@@ -54,7 +57,9 @@ def run_job(
        as the commit: a live run that has just been skipped is never kept waiting on its row.)
     6. Record the outcome: succeeded, partial (item errors, or the time budget ran out with
        work remaining), or failed (the job raised: its one-line reason in `errors`, the
-       traceback stored). The lock is released on leaving the block, whatever happened.
+       traceback stored). On PostgreSQL this write is part of the run's transaction: the
+       work and its record commit together, or the row stays `running` and is later
+       marked `abandoned`. The lock is released on leaving the block, whatever happened.
     """
     job = get_job(job) if isinstance(job, str) else job
     params = {**clean(job.name, job.form, {}), **(params or {})}
@@ -64,38 +69,59 @@ def run_job(
         if choice is not None
     )
     now = timezone.now()
-    run = JobRun.objects.create(
-        job=job.name,
-        trigger=trigger,
-        started_at=now,
-        params=_recorded(now, lock_id, params),
-        lock_id=lock_id,
-        user=user if isinstance(user, User) else None,
-        origin=origin[:255],
+    run = retrying(
+        lambda: JobRun.objects.create(
+            job=job.name,
+            trigger=trigger,
+            started_at=now,
+            params=_recorded(now, lock_id, params),
+            lock_id=lock_id,
+            user=user if isinstance(user, User) else None,
+            origin=origin[:255],
+        )
     )
     try:
-        with locks.hold(lock_id) as held:
-            if not held:
+        with locks.hold(lock_id, owner=f"run #{run.pk}") as lock:
+            if not lock.held:
+                run.held_by = _held_by(run, lock.holder)
                 return _finish(run, Status.SKIPPED)
             run.started_at = timezone.now()  # the work starts under the lock ...
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:  # constraint checks fail the statement, not the COMMIT
+                    cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
             ctx = Context(
                 now=now,
                 params={name: value for name, value in params.items() if name not in ("lock_id", "dry_run")},
                 deadline=time.monotonic() + settings.JOBS_TIME_BUDGET_SECONDS,
                 dry_run=params["dry_run"],
                 checkpoint=None if job.scoped(params) else _checkpoint(job, run),
+                keep_alive=lock.renew,
             )
             result = _call(job, run, ctx)
             _mark_abandoned(run)
             run.finished_at = timezone.now()  # ... and ends before it goes: runs never overlap in the ledger
-    except Exception as error:  # the lock or the commit failed: the job's writes are gone
+            if isinstance(result, Crash):
+                return _finish(run, Status.FAILED, errors=[result.reason], tb=result.traceback)
+            errors = [*ctx.errors, *result.errors]
+            out_of_time = bool(result.remaining) and ctx.out_of_time()
+            status = Status.PARTIAL if errors or out_of_time else Status.SUCCEEDED
+            # On PostgreSQL this write commits with the work, or neither does.
+            return _finish(run, status, _counters(job, result), errors, tb="\n".join(ctx.tracebacks))
+    except Exception as error:  # the lock, the commit or the ledger failed: on PostgreSQL the work is gone too
+        logger.exception("job %s run #%s failed outside the job", job.name, run.pk)
+        run.finished_at = None
         return _finish(run, Status.FAILED, errors=[one_line(error)], tb=traceback.format_exc())
-    if isinstance(result, Crash):
-        return _finish(run, Status.FAILED, errors=[result.reason], tb=result.traceback)
-    errors = [*ctx.errors, *result.errors]
-    out_of_time = bool(result.remaining) and ctx.out_of_time()
-    status = Status.PARTIAL if errors or out_of_time else Status.SUCCEEDED
-    return _finish(run, status, _counters(job, result), errors)
+
+
+def _held_by(run: JobRun, holder: str | None) -> str:
+    """Who holds the lock: one of our runs (the lease's owner, or the newest running run), or someone else."""
+    if holder and holder.startswith("run #"):
+        return " ".join(holder.split()[:2])
+    if holder is None:
+        running = JobRun.objects.filter(lock_id=run.lock_id, status=Status.RUNNING, id__lt=run.pk)
+        if last := running.order_by("-id").values_list("pk", flat=True).first():
+            return f"run #{last}"
+    return "another database session"
 
 
 def _recorded(now: datetime, lock_id: int, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -177,17 +203,7 @@ def _finish(
     run.errors = errors or []
     run.error_count = len(run.errors)
     run.traceback = tb
-    run.save(
-        update_fields=[
-            "status",
-            "started_at",
-            "finished_at",
-            "duration_ms",
-            "counters",
-            "errors",
-            "error_count",
-            "traceback",
-        ]
-    )
+    fields = ["status", "started_at", "finished_at", "duration_ms", "counters", "errors", "error_count", "traceback"]
+    retrying(lambda: run.save(update_fields=[*fields, "held_by"]))
     logger.info("job %s run #%s %s in %d ms", run.job, run.pk, status, run.duration_ms)
     return run

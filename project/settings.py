@@ -7,6 +7,7 @@ Values are never echoed back: some of them are secrets.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,10 +30,12 @@ def _text(name: str) -> str:
 
 
 def _read(name: str, parse: Callable[[str], T], default: T, expected: str) -> T:
-    """Parse one variable; unset or empty means the default."""
-    raw = _text(name).strip()
+    """Parse one variable as it is (no spaces around it); unset or empty means the default."""
+    raw = _text(name)
     if not raw:
         return default
+    if raw != raw.strip():
+        raise ImproperlyConfigured(f"{name} must be {expected}, without spaces.")
     try:
         return parse(raw)
     except (ValueError, KeyError, TypeError, ImproperlyConfigured):
@@ -46,7 +49,11 @@ def _bool(raw: str) -> bool:
 
 
 def _int(low: int, high: int = 2**63 - 1) -> Callable[[str], int]:
+    """Digits only (a minus where the range allows it): never "+5", "1_000", " 5" or non-ASCII digits."""
+
     def parse(raw: str) -> int:
+        if not re.fullmatch(r"-?[0-9]+" if low < 0 else r"[0-9]+", raw, flags=re.ASCII):
+            raise ValueError(raw)
         value = int(raw)
         if not low <= value <= high:
             raise ValueError(raw)
@@ -69,6 +76,8 @@ def _database(raw: str) -> dict[str, Any]:
         "django.db.backends.postgresql",
     ):
         raise ValueError("unsupported engine")
+    if not config.get("NAME") or config["NAME"] == ":memory:":  # sqlite:// or postgres://host/ names no database
+        raise ValueError("no database named")
     return config
 
 
@@ -134,9 +143,8 @@ JOB_RUNS_RETENTION_DAYS = _read("JOB_RUNS_RETENTION_DAYS", _int(1, 36500), 90, "
 JOBS_TIME_BUDGET_SECONDS = _read(
     "JOBS_TIME_BUDGET_SECONDS", _int(1, 86400), 240, "a whole number of seconds from 1 to 86400"
 )
-JOBS_LEASE_SECONDS = _read("JOBS_LEASE_SECONDS", _int(1, 86400), 900, "a whole number of seconds from 1 to 86400")
-if JOBS_LEASE_SECONDS <= JOBS_TIME_BUDGET_SECONDS:
-    raise ImproperlyConfigured("JOBS_LEASE_SECONDS must be longer than JOBS_TIME_BUDGET_SECONDS.")
+# SQLite's lease, renewed while a run works: a killed run blocks its job for this long at most.
+JOBS_LEASE_SECONDS = _read("JOBS_LEASE_SECONDS", _int(10, 120), 60, "a whole number of seconds from 10 to 120")
 
 # <JOB_NAME>_LOCK_ID overrides a job's declared lock id (RECOMPUTE_SCORES_LOCK_ID=...), whatever the job.
 JOBS_LOCK_IDS = {

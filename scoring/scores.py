@@ -24,7 +24,8 @@ def recompute_scores(ctx: Context, *, shop: uuid.UUID | None = None, batch_size:
     Customers are taken in id order, `batch_size` at a time; each batch is one
     aggregate-and-upsert statement computed in the database, so the cost per
     batch is bounded and nothing grows in memory. Rows whose values did not
-    change are not written. When the time budget is spent, the run stops between
+    change are not written. A batch that fails counts in `remaining` (the next run
+    scores it again). When the time budget is spent, the run stops between
     batches and returns the last customer done as its checkpoint; every run
     scores at least one batch, so even a tiny budget makes progress.
     """
@@ -32,26 +33,28 @@ def recompute_scores(ctx: Context, *, shop: uuid.UUID | None = None, batch_size:
     customers = Customer.objects.all() if shop is None else Customer.objects.filter(shop_id=shop)
     scores = CustomerScore.objects.all() if shop is None else CustomerScore.objects.filter(customer__shop_id=shop)
     existing = scores.count()
-    total = written = 0
+    total = written = failed = 0
     after = uuid.UUID(ctx.checkpoint) if ctx.checkpoint else _FIRST
     while True:
         # The batch ends at its batch_size-th customer; the last one, at the end, is counted.
         boundary = customers.filter(id__gt=after).order_by("id").values_list("id", flat=True)[batch_size - 1 :][:1]
         upper = next(iter(boundary), _LAST)
         size = batch_size if upper != _LAST else customers.filter(id__gt=after).count()
+        failed += size  # until the batch is done
         with ctx.item(f"customers {after}..{upper}"):
             written += _upsert_scores(after, upper, shop, ctx.now)
             total += size
+            failed -= size
         after = upper
         if upper == _LAST or ctx.out_of_time():
             break
 
     created = scores.count() - existing
-    remaining = customers.filter(id__gt=after).count() if after != _LAST else 0
+    remaining = failed + (customers.filter(id__gt=after).count() if after != _LAST else 0)
     tiers = dict(scores.values_list("tier").annotate(n=Count("*")).order_by())
     counters = {"total": total, "created": created, "updated": written - created, "unchanged": total - written}
     counters |= {f"tier_{tier.value}": tiers.get(tier.value, 0) for tier in Tier}
-    return Result(counters, remaining=remaining, checkpoint=str(after) if remaining else None)
+    return Result(counters, remaining=remaining, checkpoint=str(after) if after != _LAST else None)
 
 
 def _upsert_scores(after: uuid.UUID, upper: uuid.UUID, shop: uuid.UUID | None, now: datetime) -> int:

@@ -118,7 +118,9 @@ def test_run_now_while_a_run_holds_the_lock_says_so_and_starts_nothing():
             {"csrfmiddlewaretoken": client.cookies["csrftoken"].value},
             follow=True,
         )
-    assert "is already running" in response.content.decode()
+    assert f"Nightly was not started: lock {TEST_LOCK_ID} is held by another database session." in (
+        response.content.decode()
+    )
     assert JobRun.objects.get().status == Status.SKIPPED
 
 

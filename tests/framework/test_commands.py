@@ -60,3 +60,17 @@ def test_exit_codes_say_how_the_run_ended():
     code, out = run("crashing")
     assert code == 1  # failed
     assert "RuntimeError: the job itself broke" in out and "the full traceback is stored on run" in out
+
+
+def test_at_default_verbosity_each_item_error_is_one_line_and_no_traceback_is_printed(capsys):
+    code, out = run("failing-item")
+    printed = out + capsys.readouterr().err
+    assert code == 1
+    assert printed.count("item 2:") == 1 and "Traceback" not in printed
+    run_row = JobRun.objects.get()
+    assert "Traceback" in run_row.traceback and run_row.traceback.startswith("item 2:")  # kept on the run
+
+
+def test_with_verbosity_2_the_tracebacks_are_printed(capsys):
+    run("failing-item", "-v", "2")
+    assert "Traceback" in capsys.readouterr().err

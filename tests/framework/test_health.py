@@ -12,9 +12,9 @@ pytestmark = pytest.mark.django_db
 NOW = datetime(2026, 6, 10, 12, 0, tzinfo=UTC)  # the daily 02:00 run is 10 h past
 
 
-def ran(job: str, status: Status, hours_ago: float) -> JobRun:
+def ran(job: str, status: Status, hours_ago: float, **fields: object) -> JobRun:
     return JobRun.objects.create(
-        job=job, trigger=Trigger.CRON, status=status, started_at=NOW - timedelta(hours=hours_ago), lock_id=1
+        job=job, trigger=Trigger.CRON, status=status, started_at=NOW - timedelta(hours=hours_ago), lock_id=1, **fields
     )
 
 
@@ -79,3 +79,48 @@ def test_words_for_schedules_and_durations():
 def test_the_next_expected_run_follows_the_schedule():
     assert health(JOBS["nightly"], NOW).next_run == datetime(2026, 6, 11, 2, 0, tzinfo=UTC)
     assert health(JOBS["on-demand"], NOW).next_run is None
+
+
+def test_dry_runs_and_scoped_runs_never_count_for_the_verdict():
+    failed = ran("nightly", Status.FAILED, hours_ago=9)
+    JobRun.objects.create(job="nightly", trigger=Trigger.CLI, status=Status.SUCCEEDED, lock_id=1,
+                          started_at=NOW - timedelta(hours=1), params={"dry_run": True})  # fmt: skip
+    JobRun.objects.create(job="nightly", trigger=Trigger.ADMIN, status=Status.SUCCEEDED, lock_id=1,
+                          started_at=NOW - timedelta(hours=0.5), params={"prefix": "x"})  # fmt: skip
+    result = health(JOBS["nightly"], NOW)
+    assert (result.verdict, result.last_run.pk, result.last_success) == ("failing", failed.pk, None)
+
+
+def test_a_failed_run_says_why_in_the_verdict():
+    ran("nightly", Status.FAILED, hours_ago=9, errors=["OperationalError: lock timeout", "item 2: x"], error_count=2)
+    assert verdict() == ("failing", f"Last run #{JobRun.objects.get().pk} failed: OperationalError: lock timeout "
+                                    "(and 1 more)")  # fmt: skip
+
+
+def out_of_time(hours_ago: float) -> JobRun:
+    return ran("nightly", Status.PARTIAL, hours_ago, counters={"total": 5, "remaining": 7, "resume_after": "5"})
+
+
+def test_a_run_stopped_by_its_time_budget_is_resuming_and_three_in_a_row_are_failing():
+    out_of_time(hours_ago=9.9)
+    assert verdict()[0] == "resuming" and "stopped on its time budget with 7 left" in verdict()[1]
+    out_of_time(hours_ago=9.8)
+    assert verdict()[0] == "resuming"
+    out_of_time(hours_ago=9.7)
+    assert verdict() == ("failing", "Cannot finish within the time budget: the last 3 runs ran out of time.")
+    ran("nightly", Status.SUCCEEDED, hours_ago=9.6)
+    assert verdict()[0] == "ok"
+
+
+def test_late_is_never_hidden_behind_another_verdict():
+    ran("nightly", Status.FAILED, hours_ago=40)
+    result = health(JOBS["nightly"], NOW)
+    assert (result.verdict, result.late) == ("failing", True)
+    assert "Expected a run at 2026-06-10 02:00 UTC" in result.note
+    out_of_time(hours_ago=48)
+    assert health(JOBS["nightly"], NOW).late
+
+
+def test_a_new_installation_is_not_late_before_its_first_expected_run():
+    ran("frequent", Status.SUCCEEDED, hours_ago=0.1)  # the ledger began 6 minutes ago
+    assert health(JOBS["nightly"], NOW).late is False

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import time_machine
 from django.utils import timezone
 
 from jobs import locks
@@ -49,7 +50,27 @@ def test_the_lease_context_releases_on_exceptions():
     assert not JobLease.objects.exists()
 
 
-def test_a_lease_lasts_longer_than_a_run_may(settings):
-    with locks.lease(7):
-        expires_at = JobLease.objects.get().expires_at
-    assert expires_at - timezone.now() > timedelta(seconds=settings.JOBS_TIME_BUDGET_SECONDS)
+def test_a_lease_is_renewed_while_its_run_works_and_a_killed_runs_lease_expires_within_two_minutes(settings):
+    settings.JOBS_LEASE_SECONDS = 60
+    with time_machine.travel(timezone.now(), tick=False) as clock, locks.lease(7, "run #1") as lock:
+        for _ in range(4):  # 4 x 40 s of work: far past one lease, renewed as the run goes
+            clock.shift(timedelta(seconds=40))
+            lock.renew()
+            assert not locks.take_lease(7, "another", TTL)
+        clock.shift(timedelta(seconds=61))  # the run stopped renewing: killed
+        assert locks.take_lease(7, "another", TTL)
+        with pytest.raises(locks.LeaseLost):
+            lock.renew()  # the killed run, had it survived, would learn it lost its lease
+
+
+def test_without_renewal_the_lease_would_have_been_taken_over(settings):
+    settings.JOBS_LEASE_SECONDS = 60
+    with time_machine.travel(timezone.now(), tick=False) as clock, locks.lease(7, "run #1"):
+        clock.shift(timedelta(seconds=80))
+        assert locks.take_lease(7, "another", TTL)
+
+
+def test_a_taken_lease_names_its_holder():
+    with locks.lease(7, "run #41") as first, locks.lease(7, "run #42") as second:
+        assert first.held and not second.held
+        assert second.holder.startswith("run #41 ")

@@ -42,7 +42,8 @@ def test_it_skips_when_another_session_holds_the_lock():
     with lock_held_elsewhere(TEST_LOCK_ID):
         run = run_job("nightly", trigger=Trigger.CLI)
     assert report.body(run) == {
-        "job": "nightly", "runId": run.pk, "status": "skipped", "skipped": True, "reason": "locked"
+        "job": "nightly", "runId": run.pk, "status": "skipped", "skipped": True, "reason": "locked",
+        "heldBy": "another database session",
     }  # fmt: skip
     assert JobRun.objects.get().status == Status.SKIPPED
     assert not Group.objects.exists()
@@ -72,6 +73,7 @@ def test_a_second_run_while_the_first_is_running_is_skipped(on_postgres):
             assert row == [(990005, 1)]
         second = run_job("blocking", trigger=Trigger.CLI)
         assert second.status == Status.SKIPPED
+        assert second.held_by == f"run #{JobRun.objects.order_by('id').first().pk}"  # one of ours, named
     finally:
         testjobs.release.set()
         thread.join(10)

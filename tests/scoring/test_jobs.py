@@ -86,3 +86,20 @@ def test_a_one_shop_run_scores_only_that_shop_and_records_it():
 def test_limit_defaults_to_200_and_is_capped_at_1000(query, limit):
     response = Client().get(f"/api/jobs/resolve-outcomes?{query}", headers=BEARER)
     assert response.status_code == 200 and JobRun.objects.get().params["limit"] == limit
+
+
+def test_a_dry_run_and_a_one_shop_run_after_a_failure_leave_the_job_failing(monkeypatch):
+    from django.utils import timezone
+
+    from jobs.health import health
+    from jobs.models import Status
+
+    shop = make.shop()
+    make.customer(shop)
+    JobRun.objects.create(job="recompute-scores", trigger=Trigger.CRON, status=Status.FAILED, lock_id=482175,
+                          started_at=timezone.now(), errors=["ProgrammingError: boom"], error_count=1)  # fmt: skip
+    assert Client().get(f"{URL}?dryRun=1", headers=BEARER).status_code == 200
+    assert Client().get(f"{URL}?shopId={shop.pk}", headers=BEARER).status_code == 200
+    verdict = health(JOBS["recompute-scores"], timezone.now())
+    assert verdict.verdict == "failing" and verdict.last_success is None
+    assert "ProgrammingError: boom" in verdict.note

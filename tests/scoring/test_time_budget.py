@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.db import OperationalError
 from django.utils import timezone
 
 from jobs.context import Context
@@ -65,3 +66,24 @@ def test_dry_runs_and_one_shop_runs_leave_the_resume_point_alone(no_time, settin
     run_job("recompute-scores", {"shop": shop.pk}, trigger=Trigger.CLI)
     resumed = run_job("recompute-scores", trigger=Trigger.CRON)
     assert (resumed.status, resumed.counters["total"]) == ("succeeded", 3)
+
+
+def test_failed_batches_count_as_remaining_and_are_named_in_the_errors(monkeypatch, settings):
+    settings.RECOMPUTE_SCORES_BATCH_SIZE = 2
+    for _ in range(9):  # batches of 2, 2, 2, 2, 1
+        make.customer()
+    real = scoring._upsert_scores
+    calls = []
+
+    def every_other_batch_fails(*args):
+        calls.append(args)
+        if len(calls) % 2 == 0:
+            raise OperationalError("canceling statement due to statement timeout")
+        return real(*args)
+
+    monkeypatch.setattr(scoring, "_upsert_scores", every_other_batch_fails)
+    run = run_job("recompute-scores", trigger=Trigger.CRON)
+    assert run.status == Status.PARTIAL and run.error_count == 2
+    assert (run.counters["total"], run.counters["remaining"]) == (5, 4)
+    assert run.errors[0].endswith(": OperationalError: canceling statement due to statement timeout")
+    assert CustomerScore.objects.count() == 5
