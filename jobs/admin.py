@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from django.contrib import admin, messages
@@ -53,6 +54,17 @@ def headline(run: JobRun) -> str:
     return " · ".join(f"{key} {value:,}" for key, value in shown)
 
 
+def timestamp(moment: datetime | None) -> str:
+    """Every time on these pages reads the same way: 2026-11-30 09:23:05 UTC."""
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if moment else "-"
+
+
+def short(value: object) -> str:
+    """A long identifier (a UUID) cut to its first 8 characters: enough to tell runs apart in a list."""
+    text = str(value)
+    return text if len(text) <= 12 else text[:8] + "…"
+
+
 def duration(ms: int | None) -> str:
     if ms is None:
         return "-"
@@ -75,8 +87,7 @@ class JobFilter(admin.SimpleListFilter):
 @admin.register(JobRun)
 class JobRunAdmin(admin.ModelAdmin):
     list_display = [
-        "run", "status_badge", "job", "scope", "trigger", "started_at", "took", "counters_headline", "error_count",
-        "why",
+        "run", "status_badge", "job", "scope", "trigger", "started", "took", "counters_headline", "error_count", "why",
     ]  # fmt: skip
     list_display_links = ["run"]
     list_filter = [JobFilter, "status", "trigger", "started_at"]
@@ -116,7 +127,7 @@ class JobRunAdmin(admin.ModelAdmin):
     def scope(self, obj: JobRun) -> str:
         """A run that speaks for only part of the job: it never counts for the job's health."""
         job = JOBS.get(obj.job)
-        parts = [f"{name} {obj.params[name]}" for name in (job.form.scope if job else ()) if name in obj.params]
+        parts = [f"{name} {short(obj.params[name])}" for name in (job.form.scope if job else ()) if name in obj.params]
         return ", ".join(["dry run"] * bool(obj.params.get("dry_run")) + parts) or "full"
 
     @admin.display(description="why")
@@ -126,6 +137,10 @@ class JobRunAdmin(admin.ModelAdmin):
             return f"lock {obj.lock_id} held by {obj.held_by or 'another run'}"
         text = reason(obj)
         return text if len(text) <= 120 else text[:119] + "…"
+
+    @admin.display(description="started", ordering="started_at")
+    def started(self, obj: JobRun) -> str:
+        return timestamp(obj.started_at)
 
     @admin.display(description="duration", ordering="duration_ms")
     def took(self, obj: JobRun) -> str:

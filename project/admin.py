@@ -12,6 +12,7 @@ from django.template.response import TemplateResponse
 class AdminSite(admin.AdminSite):
     site_header = "No-show scoring"
     site_title = "No-show scoring"
+    enable_nav_sidebar = False  # the ledger's columns need the width, on a laptop and a phone
 
     def app_index(
         self, request: HttpRequest, app_label: str, extra_context: dict[str, Any] | None = None
