@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.forms import BoundField
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
@@ -19,12 +19,13 @@ from django.views.decorators.http import require_POST
 
 from jobs import report
 from jobs.forms import ParamError, clean
-from jobs.health import ago, overview, reason
+from jobs.health import FINISHED, ago, overview, real_runs, reason
 from jobs.models import JobRun, Status, Trigger
 from jobs.registry import JOBS, Job
 from jobs.runner import run_job
 
 HEADLINE = 3  # counters shown in the list
+STRIP = 20  # runs in the overview's strip
 NONE = mark_safe("<em>none</em>")
 COLOURS = {
     Status.RUNNING: "#1d4ed8",
@@ -203,6 +204,17 @@ class JobRunAdmin(admin.ModelAdmin):
     def _next(self, obj: JobRun) -> JobRun | None:
         return JobRun.objects.filter(job=obj.job, id__gt=obj.pk).order_by("id").first()
 
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        run = JobRun.objects.filter(pk=object_id).first() if object_id.isdigit() else None
+        job = JOBS.get(run.job) if run else None
+        again = None
+        if run and job and request.user.has_perm("jobs.run_job"):
+            given = {name: run.params[name] for name in run_now_fields(job) if name in run.params}
+            again = [(name, "true" if value is True else value) for name, value in given.items()]
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "run_again": again})
+
     def get_urls(self) -> list[URLPattern]:
         run_now = self.admin_site.admin_view(require_POST(self.run_now_view))
         return [path("run/<str:name>/", run_now, name="jobs_run_now"), *super().get_urls()]
@@ -225,7 +237,7 @@ class JobRunAdmin(admin.ModelAdmin):
         level = {
             Status.SUCCEEDED: messages.SUCCESS, Status.SKIPPED: messages.WARNING, Status.PARTIAL: messages.WARNING,
         }.get(Status(run.status), messages.ERROR)  # fmt: skip
-        text = report.summary(run)
+        text = report.summary(run, max_errors=3)
         if run.status == Status.SKIPPED:
             text = f"{job.name} was not started: lock {run.lock_id} is held by {run.held_by}."
         messages.add_message(request, level, text)
@@ -267,8 +279,13 @@ def overview_context(request: HttpRequest) -> dict[str, Any]:
     """What the jobs overview (the jobs app's admin page) shows."""
     now = timezone.now()
     rows = []
-    for health in overview(now):
+    healths = overview(now)
+    for health in healths:
         last, success = health.last_run, health.last_success
+        recent = list(JobRun.objects.filter(job=health.job.name).order_by("-id")[:STRIP])[::-1]
+        week = real_runs(health.job).filter(started_at__gte=now - timedelta(days=7), status__in=FINISHED)
+        counts = week.aggregate(finished=Count("id"), succeeded=Count("id", filter=Q(status=Status.SUCCEEDED)))
+        failure = real_runs(health.job).filter(status__in=[Status.FAILED, Status.ABANDONED, Status.PARTIAL]).first()
         rows.append(
             {
                 "health": health,
@@ -277,7 +294,47 @@ def overview_context(request: HttpRequest) -> dict[str, Any]:
                 "last_duration": duration(last.duration_ms) if last else None,
                 "last_headline": headline(last) if last else None,
                 "success_ago": ago(now - success.started_at) if success else None,
+                "strip": strip(recent),
+                "sparkline": sparkline(recent),
+                "week": f"{counts['succeeded'] / counts['finished']:.0%} of {counts['finished']}"
+                if counts["finished"]
+                else "no runs",
+                "last_failure": failure,
+                "last_failure_reason": reason(failure) if failure else "",
                 "run_now": run_now_form(health.job),
             }
         )
-    return {"overview": rows, "now": now, "can_run": request.user.has_perm("jobs.run_job")}
+    running = any(health.verdict == "running" for health in healths)
+    return {"overview": rows, "now": now, "can_run": request.user.has_perm("jobs.run_job"), "refresh": running}
+
+
+def strip(runs: list[JobRun]) -> SafeString:
+    """The last runs, oldest first, as coloured cells: each says its status on hover and links to the run."""
+    return format_html_join(
+        "",
+        '<a class="cell" href="{}" style="background:{}" title="#{} {} · {} · {}"><span>{}</span></a>',
+        (
+            (reverse("admin:jobs_jobrun_change", args=[run.pk]), COLOURS.get(Status(run.status), "#4b5563"), run.pk,
+             run.status, timestamp(run.started_at), duration(run.duration_ms), run.status)
+            for run in runs
+        ),
+    )  # fmt: skip
+
+
+def sparkline(runs: list[JobRun], width: int = 120, height: int = 24) -> SafeString:
+    """The durations of the finished ones among these runs, as an inline SVG line (no JavaScript)."""
+    took = [run.duration_ms for run in runs if run.duration_ms is not None and run.status != Status.SKIPPED]
+    if len(took) < 2:
+        return mark_safe("")
+    low, high = min(took), max(took)
+    step = width / (len(took) - 1)
+    points = " ".join(
+        f"{i * step:.1f},{height - 2 - (ms - low) / ((high - low) or 1) * (height - 4):.1f}"
+        for i, ms in enumerate(took)
+    )
+    return format_html(
+        '<svg class="sparkline" width="{}" height="{}" viewBox="0 0 {} {}" role="img" aria-label="{}">'
+        '<polyline points="{}" fill="none" stroke="currentColor" stroke-width="1.5"/></svg>',
+        width, height, width, height, f"durations of the last {len(took)} runs: {duration(low)} to {duration(high)}",
+        points,
+    )  # fmt: skip

@@ -13,8 +13,6 @@ from django.db.models import QuerySet
 from jobs.models import JobRun, Status
 from jobs.registry import JOBS, Job
 
-# Vercel may start a cron late (on Hobby, anywhere within the hour): allow that before calling it late.
-GRACE = timedelta(hours=1)
 FINISHED = [Status.SUCCEEDED, Status.PARTIAL, Status.FAILED, Status.ABANDONED]
 RESUMING_LIMIT = 3  # runs in a row that ran out of time before "resuming" becomes "failing"
 
@@ -24,6 +22,7 @@ class JobHealth:
     job: Job
     verdict: str  # ok | failing | late | running | never run | resuming
     late: bool  # no run arrived since the schedule's last expected time (plus grace), whatever the verdict
+    expected_at: datetime | None  # that expected time, when late
     note: str
     last_run: JobRun | None
     last_success: JobRun | None
@@ -58,12 +57,12 @@ def health(job: Job, now: datetime) -> JobHealth:
     last_success = runs.filter(status=Status.SUCCEEDED).first()
     next_run = next(iter(CronSim(job.schedule, now)), None) if job.schedule else None
     verdict, note = _verdict(now, last_run, finished)
-    late, late_note = _lateness(job, now, last_run, last_success)
-    if late and verdict == "ok":
-        verdict, note = "late", late_note
-    elif late:
+    expected_at, late_note = _lateness(job, now, last_run, last_success)
+    if expected_at and verdict in ("ok", "never run"):
+        verdict, note = "late", f"{note} {late_note}" if verdict == "never run" else late_note
+    elif expected_at:
         note = f"{note} {late_note}"
-    return JobHealth(job, verdict, late, note, last_run, last_success, next_run)
+    return JobHealth(job, verdict, expected_at is not None, expected_at, note, last_run, last_success, next_run)
 
 
 def out_of_time(run: JobRun) -> bool:
@@ -103,18 +102,20 @@ def _verdict(now: datetime, last_run: JobRun | None, finished: list[JobRun]) -> 
     return "failing", f"Last run #{last.pk} {last.status}" + (f": {why}" if why else ".")
 
 
-def _lateness(job: Job, now: datetime, last_run: JobRun | None, last_success: JobRun | None) -> tuple[bool, str]:
-    """Whether the schedule's last expected run has not arrived (with the grace Vercel needs)."""
+def _lateness(
+    job: Job, now: datetime, last_run: JobRun | None, last_success: JobRun | None
+) -> tuple[datetime | None, str]:
+    """The schedule's last expected time, if no run has arrived since (allowing the job's grace)."""
     if job.schedule is None:
-        return False, ""
-    expected = next(iter(CronSim(job.schedule, now - GRACE, reverse=True)))
+        return None, ""
+    expected = next(iter(CronSim(job.schedule, now - job.grace_period, reverse=True)))
     if last_run is not None and last_run.started_at >= expected:
-        return False, ""
+        return None, ""
     ledger_began = JobRun.objects.order_by("id").values_list("started_at", flat=True).first()
     if last_run is None and (ledger_began is None or ledger_began >= expected):
-        return False, ""  # a new installation: not late before its first expected run
+        return None, ""  # a new installation: not late before its first expected run
     since = f"last success {ago(now - last_success.started_at)} ago" if last_success else "no success yet"
-    return True, f"Expected a run at {expected:%Y-%m-%d %H:%M} UTC; {since}, expected {cadence(job.schedule)}."
+    return expected, f"Expected a run at {expected:%Y-%m-%d %H:%M} UTC; {since}, expected {cadence(job.schedule)}."
 
 
 def cadence(schedule: str) -> str:

@@ -72,3 +72,18 @@ class JobLease(models.Model):
 
     def __str__(self) -> str:
         return f"lock {self.lock_id} held by {self.owner} until {self.expires_at:%Y-%m-%d %H:%M:%S}"
+
+
+class JobAlert(models.Model):
+    """A job's alert state: one row per job. Changed only by a conditional update on `version`,
+    so that of several processes checking at once exactly one sends each message (jobs/alerts.py)."""
+
+    job = models.CharField(max_length=64, primary_key=True)
+    version = models.PositiveBigIntegerField(default=0)
+    verdict = models.CharField(max_length=16, default="ok", help_text="ok, or what opened the incident")
+    opened_at = models.DateTimeField(null=True, blank=True, help_text="When the open incident began.")
+    notified_at = models.DateTimeField(null=True, blank=True, help_text="The last message sent about it.")
+    undelivered = models.JSONField(default=dict, blank=True, help_text="A message to send again, and where.")
+
+    def __str__(self) -> str:
+        return f"{self.job}: {self.verdict}"

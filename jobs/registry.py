@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal
 
+from django.conf import settings
 from django.forms import Field
 
 from jobs.context import Context, Result
@@ -30,10 +32,21 @@ class Job:
     auth: Literal["cron", "internal"] = "cron"  # internal: only x-internal-secret, not in vercel.json
     form: type[JobForm] = JobForm  # its parameters
     counters: tuple[str, ...] = ()  # in display order
+    grace: timedelta = timedelta(hours=1)  # how late a scheduled run may start before the job is `late`
+
+    @property
+    def grace_period(self) -> timedelta:
+        """The declared grace, or the <NAME>_CRON_GRACE_MINUTES variable's."""
+        minutes = settings.JOBS_CRON_GRACE_MINUTES.get(self.variable("CRON_GRACE_MINUTES"))
+        return self.grace if minutes is None else timedelta(minutes=minutes)
+
+    def variable(self, suffix: str) -> str:
+        """The name of this job's environment variable: recompute-scores, LOCK_ID -> RECOMPUTE_SCORES_LOCK_ID."""
+        return f"{self.name.upper().replace('-', '_')}_{suffix}"
 
     @property
     def lock_setting(self) -> str:
-        return self.name.upper().replace("-", "_") + "_LOCK_ID"
+        return self.variable("LOCK_ID")
 
     @property
     def path(self) -> str:
@@ -68,11 +81,12 @@ def job(
     auth: Literal["cron", "internal"] = "cron",
     form: type[JobForm] = JobForm,
     counters: tuple[str, ...] = (),
+    grace: timedelta = timedelta(hours=1),
 ) -> Callable[[JobFunction], JobFunction]:
     """Declare the decorated function as a job; the function is returned unchanged."""
 
     def declare(func: JobFunction) -> JobFunction:
-        register(Job(name, lock_id, func, description, schedule, auth, form, counters))
+        register(Job(name, lock_id, func, description, schedule, auth, form, counters, grace))
         return func
 
     return declare

@@ -24,7 +24,8 @@ def body(run: JobRun) -> dict[str, Any]:
     return {**head, **dry_run, **counters(run), "errors": run.errors}
 
 
-def summary(run: JobRun) -> str:
+def summary(run: JobRun, max_errors: int | None = None) -> str:
+    """The run in a few lines: status and time, its counters, and its errors (the first `max_errors` of them)."""
     head = f"{run.job}: {run.status} in {run.duration_ms} ms (run #{run.pk})"
     if run.status == Status.SKIPPED:
         return f"{head}: lock {run.lock_id} is held by {run.held_by or 'another run'}"
@@ -32,6 +33,9 @@ def summary(run: JobRun) -> str:
         reason = run.errors[0] if run.errors else "no reason recorded"
         return f"{head}\n  {reason}\n  the full traceback is stored on run #{run.pk}"
     numbers = "  ".join(f"{name} {value}" for name, value in counters(run).items())
-    errors = "".join(f"\n  error: {error}" for error in run.errors) or "\n  errors: none"
+    shown = run.errors[:max_errors] if max_errors is not None else run.errors
+    errors = "".join(f"\n  error: {error}" for error in shown) or "\n  errors: none"
+    if len(shown) < len(run.errors):
+        errors += f"\n  and {len(run.errors) - len(shown):,} more errors on the run's page"
     dry = " (dry run, rolled back)" if run.params.get("dry_run") else ""
     return f"{head}{dry}\n  {numbers}{errors}"

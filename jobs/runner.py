@@ -20,7 +20,7 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.db import connection, transaction
 from django.utils import timezone
 
-from jobs import locks
+from jobs import alerts, locks
 from jobs.context import Context, Result, one_line
 from jobs.forms import clean
 from jobs.locks import retrying
@@ -60,9 +60,15 @@ def run_job(
        traceback stored). On PostgreSQL this write is part of the run's transaction: the
        work and its record commit together, or the row stays `running` and is later
        marked `abandoned`. The lock is released on leaving the block, whatever happened.
+    7. Check every job's health and send the alerts that are due (jobs/alerts.py).
     """
     job = get_job(job) if isinstance(job, str) else job
-    params = {**clean(job.name, job.form, {}), **(params or {})}
+    run = _run(job, {**clean(job.name, job.form, {}), **(params or {})}, trigger, user, origin)
+    alerts.check_quietly(timezone.now())  # 7. tell operators if this job, or any other, turned failing or late
+    return run
+
+
+def _run(job: Job, params: dict[str, Any], trigger: Trigger, user: User | AnonymousUser | None, origin: str) -> JobRun:
     lock_id = next(
         choice
         for choice in (params["lock_id"], settings.JOBS_LOCK_IDS.get(job.lock_setting), job.lock_id)

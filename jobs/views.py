@@ -5,15 +5,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 
-from jobs import report
+from jobs import alerts, report
 from jobs.forms import ParamError, clean
+from jobs.health import JobHealth
 from jobs.models import Status, Trigger
 from jobs.registry import JOBS
 from jobs.runner import run_job
@@ -21,7 +25,7 @@ from jobs.runner import run_job
 logger = logging.getLogger("jobs")
 
 
-def answer(body: dict[str, object], status: int = 200) -> JsonResponse:
+def answer(body: Mapping[str, object], status: int = 200) -> JsonResponse:
     response = JsonResponse(body, status=status)
     response["Cache-Control"] = "no-store"
     return response
@@ -56,6 +60,50 @@ def run(request: HttpRequest, name: str) -> JsonResponse:
         logger.exception("job %s: request failed", job.name)
         return answer({"error": "Server error"}, 500)
     return answer(report.body(run), 500 if run.status == Status.FAILED else 200)
+
+
+@csrf_exempt
+def health(request: HttpRequest) -> JsonResponse:
+    """Every job's verdict, for an uptime monitor: 200 when none is failing or late, else 503.
+
+    Each request also checks lateness and sends the alerts that are due, so a job that stops
+    arriving is noticed even when nothing else runs.
+    """
+    if denied := authenticate(request, internal=False):
+        return denied
+    if request.method not in ("GET", "HEAD"):
+        response = answer({"error": "Method not allowed"}, 405)
+        response["Allow"] = "GET, HEAD"
+        return response
+    now = timezone.now()
+    try:
+        healths = alerts.check(now)
+    except (OperationalError, InterfaceError):
+        logger.exception("database unavailable for the health check")
+        return answer({"error": "Database unavailable"}, 503)
+    bad = any(h.verdict == "failing" or h.late for h in healths)
+    body = {
+        "status": "failing" if bad else "ok",
+        "checkedAt": iso(now),
+        "jobs": {h.job.name: _health_entry(h) for h in healths},
+    }
+    return answer(body, 503 if bad else 200)
+
+
+def _health_entry(h: JobHealth) -> dict[str, object]:
+    return {
+        "verdict": h.verdict,
+        "late": h.late,
+        "note": h.note,
+        "lastRunId": h.last_run.pk if h.last_run else None,
+        "lastRunStatus": h.last_run.status if h.last_run else None,
+        "lastSuccessAt": iso(h.last_success.started_at) if h.last_success else None,
+        "nextRunAt": iso(h.next_run) if h.next_run else None,
+    }
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def query_names() -> dict[str, str]:

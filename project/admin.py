@@ -12,6 +12,7 @@ from django.template.response import TemplateResponse
 class AdminSite(admin.AdminSite):
     site_header = "No-show scoring"
     site_title = "No-show scoring"
+    site_url = None  # there is no public site: no "View site" link
     enable_nav_sidebar = False  # the ledger's columns need the width, on a laptop and a phone
 
     def app_index(

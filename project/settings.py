@@ -69,6 +69,19 @@ def _hosts(raw: str) -> list[str]:
     return hosts
 
 
+def _emails(raw: str) -> list[str]:
+    addresses = [address.strip() for address in raw.split(",") if address.strip()]
+    if not addresses or not all(re.fullmatch(r"[^@\s,]+@[^@\s,]+", address) for address in addresses):
+        raise ValueError(raw)
+    return addresses
+
+
+def _url(raw: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", raw):
+        raise ValueError(raw)
+    return raw.rstrip("/")
+
+
 def _database(raw: str) -> dict[str, Any]:
     config: dict[str, Any] = environ.Env.db_url_config(raw)
     if config.get("ENGINE") not in (
@@ -146,12 +159,48 @@ JOBS_TIME_BUDGET_SECONDS = _read(
 # SQLite's lease, renewed while a run works: a killed run blocks its job for this long at most.
 JOBS_LEASE_SECONDS = _read("JOBS_LEASE_SECONDS", _int(10, 120), 60, "a whole number of seconds from 10 to 120")
 
-# <JOB_NAME>_LOCK_ID overrides a job's declared lock id (RECOMPUTE_SCORES_LOCK_ID=...), whatever the job.
+# <JOB_NAME>_LOCK_ID and <JOB_NAME>_CRON_GRACE_MINUTES override a job's declared lock id and grace (how late
+# a scheduled run may start before the job counts as late), whatever the job.
 JOBS_LOCK_IDS = {
     name: _read(name, _int(-(2**63)), 0, "an integer in PostgreSQL's bigint range")
     for name in sorted(os.environ)
-    if name.endswith("_LOCK_ID") and _text(name).strip()
+    if name.endswith("_LOCK_ID") and _text(name)
 }
+JOBS_CRON_GRACE_MINUTES = {
+    name: _read(name, _int(0, 10080), 0, "a whole number of minutes from 0 to 10080")
+    for name in sorted(os.environ)
+    if name.endswith("_CRON_GRACE_MINUTES") and _text(name)
+}
+
+# Alerts: one message when a job turns failing or late, reminders while it stays so, one on recovery.
+JOBS_ALERT_EMAILS: list[str] = _read("JOBS_ALERT_EMAILS", _emails, [], "a comma-separated list of e-mail addresses")
+JOBS_ALERT_WEBHOOK_URL = _read("JOBS_ALERT_WEBHOOK_URL", _url, "", "an http(s) URL")
+JOBS_ALERT_AFTER_FAILURES = _read("JOBS_ALERT_AFTER_FAILURES", _int(1, 100), 1, "a whole number from 1 to 100")
+JOBS_ALERT_REPEAT_HOURS = _read("JOBS_ALERT_REPEAT_HOURS", _int(1, 720), 24, "a whole number of hours from 1 to 720")
+# Where the admin is, for links in alerts (Vercel's production host when not set).
+SITE_URL = _read(
+    "SITE_URL",
+    _url,
+    f"https://{_text('VERCEL_PROJECT_PRODUCTION_URL')}" * bool(_text("VERCEL_PROJECT_PRODUCTION_URL")),
+    "an http(s) URL",
+)
+# django-environ's e-mail URL: smtp+tls://user:pass@host:587, consolemail://, ... (default: print to the console).
+_EMAIL = _read(
+    "EMAIL_URL",
+    environ.Env.email_url_config,
+    {"EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend"},
+    "an e-mail URL such as smtp+tls://user:password@host:587 or consolemail://",
+)
+EMAIL_BACKEND = _EMAIL["EMAIL_BACKEND"]
+EMAIL_HOST = _EMAIL.get("EMAIL_HOST") or "localhost"
+EMAIL_PORT = _EMAIL.get("EMAIL_PORT") or 25
+EMAIL_HOST_USER = _EMAIL.get("EMAIL_HOST_USER") or ""
+EMAIL_HOST_PASSWORD = _EMAIL.get("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = bool(_EMAIL.get("EMAIL_USE_TLS"))
+EMAIL_USE_SSL = bool(_EMAIL.get("EMAIL_USE_SSL"))
+EMAIL_FILE_PATH = _EMAIL.get("EMAIL_FILE_PATH") or None
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = _read("DEFAULT_FROM_EMAIL", _emails, ["jobs@localhost"], "an e-mail address")[0]
 
 INSTALLED_APPS = [
     "project.apps.AdminConfig",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from django import forms
@@ -69,6 +70,7 @@ def resolve_outcomes(ctx: Context) -> Result:
     schedule="*/5 * * * *",
     description="Expire unanswered slot offers and offer those slots to the next in line.",
     form=LimitForm,
+    grace=timedelta(minutes=15),
     counters=offers.EXPIRE_COUNTERS,
 )
 def expire_offers(ctx: Context) -> Result:

@@ -143,3 +143,30 @@ def serve(env: dict[str, str] | None = None, workers: int = 4) -> Iterator[str]:
     finally:
         server.terminate()
         server.wait(20)
+
+
+@contextmanager
+def webhook_receiver(port: int | None = None) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A real HTTP server on this machine that records the JSON bodies POSTed to it."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port or free_port()), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook/secret-token", received
+    finally:
+        server.shutdown()
+        server.server_close()

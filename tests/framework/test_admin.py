@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from jobs.models import JobRun, Status, Trigger
+from jobs.runner import run_job
 from tests.framework.testjobs import TEST_LOCK_ID
 from tests.helpers import lock_held_elsewhere
 
@@ -56,7 +57,7 @@ def test_the_overview_shows_every_job_with_its_verdict():
     assert 'class="verdict">failing' in row(html, "frequent")
     assert 'class="verdict">ok' in row(html, "on-demand")
     assert 'class="verdict">running' in row(html, "batches")
-    assert 'class="verdict">never run' in row(html, "prune-job-runs")
+    assert 'class="verdict">late' in row(html, "prune-job-runs")  # never ran, and the ledger began 50 h ago
     assert "At 02:00 UTC" in row(html, "nightly") and "0 2 * * *" in row(html, "nightly")
     assert f"{reverse('admin:jobs_jobrun_changelist')}?job=nightly" in html
 
@@ -176,3 +177,51 @@ def test_the_admin_is_for_staff_only():
     client = Client()
     client.login(username="outsider", password="pw-123-long")
     assert client.get(OVERVIEW)["Location"].startswith("/admin/login/")
+
+
+def test_the_overview_shows_a_strip_of_recent_runs_a_duration_line_and_the_weeks_success_rate():
+    for hours_ago, status in enumerate([Status.FAILED, Status.SUCCEEDED, Status.SKIPPED, Status.SUCCEEDED]):
+        ran("nightly", status, hours_ago=4 - hours_ago, errors=["RuntimeError: boom"] * (status == Status.FAILED))
+    html = row(staff(superuser=True).get(OVERVIEW).content.decode(), "nightly")
+    assert html.count('class="cell"') == 4 and 'title="#1 failed · ' in html
+    assert '<svg class="sparkline"' in html and "durations of the last 3 runs" in html
+    assert "7 days: 67% of 3 succeeded" in html
+    assert "Last failure: " in html and "RuntimeError: boom" in html
+
+
+def test_the_overview_refreshes_itself_only_while_a_run_is_in_progress():
+    client = staff(superuser=True)
+    assert 'http-equiv="refresh"' not in client.get(OVERVIEW).content.decode()
+    ran("nightly", Status.RUNNING, hours_ago=0.01)
+    assert 'http-equiv="refresh" content="10"' in client.get(OVERVIEW).content.decode()
+
+
+def test_a_run_page_has_no_history_or_view_site_link_and_offers_to_run_again_with_the_same_parameters():
+    client = staff("view_jobrun", "run_job")
+    first = run_job("nightly", {"size": 2, "prefix": "again", "dry_run": True}, trigger=Trigger.CLI)
+    page = client.get(reverse("admin:jobs_jobrun_change", args=[first.pk]))
+    html = page.content.decode()
+    assert "History" not in html and "View site" not in html
+    assert "Run again with the same parameters" in html
+    assert '<input type="hidden" name="size" value="2">' in html and 'name="dry_run" value="true"' in html
+    token = page.cookies["csrftoken"].value
+    data = {"size": "2", "prefix": "again", "dry_run": "true", "csrfmiddlewaretoken": token}  # what the button posts
+    client.post(reverse("admin:jobs_run_now", args=["nightly"]), data)
+    again = JobRun.objects.latest("id")
+    assert again.pk != first.pk and again.trigger == Trigger.ADMIN
+    assert {k: again.params[k] for k in ("size", "prefix", "dry_run")} == {
+        "size": 2,
+        "prefix": "again",
+        "dry_run": True,
+    }
+    viewer = staff("view_jobrun")
+    assert "Run again" not in viewer.get(reverse("admin:jobs_jobrun_change", args=[first.pk])).content.decode()
+
+
+def test_a_run_now_message_is_short_whatever_the_number_of_errors():
+    client = staff("view_jobrun", "run_job")
+    page = client.get(OVERVIEW)
+    response = client.post(reverse("admin:jobs_run_now", args=["failing-item"]),
+                           {"csrfmiddlewaretoken": page.cookies["csrftoken"].value}, follow=True)  # fmt: skip
+    message = next(iter(response.context["messages"])).message
+    assert message.startswith("failing-item: partial in ") and message.count("\n") <= 6

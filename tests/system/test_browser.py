@@ -16,6 +16,7 @@ from tests.helpers import ROOT
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOT = ROOT / ".artifacts" / "admin-overview.png"
+PHONE = ROOT / ".artifacts" / "admin-overview-390.png"
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -72,9 +73,15 @@ def test_staff_see_late_and_failing_jobs_open_a_run_and_run_a_job_now(browser, l
     assert "last success 50 h ago, expected daily" in page.inner_text('tr[data-job="recompute-scores"]')
     assert verdict("resolve-outcomes") == "failing"
     assert verdict("expire-offers") == "ok"
-    assert verdict("prune-job-runs") == "never run"
+    assert verdict("prune-job-runs") == "late"  # never ran, and the ledger began 50 h ago
+    assert page.locator('tr[data-job="resolve-outcomes"] .strip .cell').count() == 1
     SCREENSHOT.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+    page.goto(f"{live_server.url}/admin/jobs/jobrun/")
+    fits = "document.querySelector('#result_list').scrollWidth <= document.querySelector('.results').clientWidth"
+    assert page.evaluate(fits), "the run list's columns do not fit at 1400 px"
+    page.goto(f"{live_server.url}/admin/jobs/")
 
     page.click(f'tr[data-job="resolve-outcomes"] a:text("#{failed.pk}")')
     page.wait_for_selector("text=RuntimeError: boom")
@@ -88,4 +95,10 @@ def test_staff_see_late_and_failing_jobs_open_a_run_and_run_a_job_now(browser, l
     assert (run.job, run.user.username, run.status) == ("recompute-scores", "staff", Status.SUCCEEDED)
     page.goto(f"{live_server.url}/admin/jobs/")
     assert verdict("recompute-scores") == "ok"
+
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone
+    page.goto(f"{live_server.url}/admin/jobs/")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the overview is {width} px wide on a 390 px phone"
+    page.screenshot(path=str(PHONE), full_page=True)
     page.close()

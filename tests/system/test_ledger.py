@@ -25,7 +25,7 @@ from jobs.registry import JOBS, Job
 from jobs.runner import run_job
 from scoring.models import Customer, CustomerScore, Shop
 from scoring.scores import recompute_scores
-from tests.helpers import ROOT, connect_elsewhere, database_url, free_port
+from tests.helpers import ROOT, connect_elsewhere, database_url, free_port, webhook_receiver
 from tests.system.test_reliability import SCORE_FIELDS, recompute_held_at, seed
 
 real_db = pytest.mark.django_db(transaction=True)
@@ -162,3 +162,21 @@ def test_on_sqlite_a_killed_runs_lease_frees_its_job_within_two_minutes(tmp_path
     print(f"blocked {waited:.1f} s after the kill (lease 10 s)")
     assert run.status == Status.SUCCEEDED and waited < 10 + 5
     assert JobRun.objects.filter(job="sleeper", status=Status.ABANDONED).count() == 1
+
+
+@real_db
+def test_five_processes_checking_at_once_send_one_alert_per_incident():
+    JobRun.objects.create(
+        job="recompute-scores", trigger=Trigger.CRON, status=Status.FAILED, lock_id=482175,
+        started_at=timezone.now(), errors=["OperationalError: lock timeout"], error_count=1,
+    )  # fmt: skip
+    with webhook_receiver() as (url, received):
+        env = {**os.environ, "DATABASE_URL": database_url(), "JOBS_ALERT_WEBHOOK_URL": url}
+        checks = [subprocess.Popen([sys.executable, "manage.py", "job_health"], cwd=ROOT, env=env, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(5)]  # fmt: skip
+        outputs = [check.communicate(timeout=60) for check in checks]
+    assert [check.returncode for check in checks] == [1] * 5, outputs
+    assert "health: failing (GET /api/jobs/health answers 503)" in outputs[0][0]
+    assert "alerts go to a JSON POST to 127.0.0.1" in outputs[0][0] and "secret-token" not in outputs[0][0]
+    assert [(body["job"], body["verdict"]) for body in received] == [("recompute-scores", "failing")]
+    assert received[0]["reason"] == "OperationalError: lock timeout"

@@ -1,0 +1,210 @@
+"""Operators are told, not only shown: one message when a job turns failing or late, a reminder
+every JOBS_ALERT_REPEAT_HOURS while it stays so, and one when it recovers.
+
+Checked at the end of every run of any job and on every health request, so lateness is noticed
+without a scheduler of our own. Each job's alert state is one JobAlert row, changed only by a
+conditional update on its version: of several processes checking at once, exactly one sends each
+message. A message that cannot be delivered never fails a job: it is logged and sent again at
+the next check.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.parse
+import urllib.request
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from cronsim import CronSim
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db.models import F
+from django.urls import reverse
+
+from jobs.health import FINISHED, JobHealth, ago, health, real_runs
+from jobs.models import JobAlert, Status
+from jobs.registry import JOBS, Job
+
+logger = logging.getLogger("jobs")
+OK = "ok"
+
+
+@dataclass(frozen=True)
+class Message:
+    kind: str  # opened | reminder | recovered
+    job: str
+    verdict: str  # failing | late | ok
+    previous: str
+    run_id: int | None
+    reason: str
+    text: str
+    admin_url: str
+
+    def webhook_body(self) -> dict[str, Any]:
+        """What Slack, Discord and the like show (`text`), and what a program reads (the rest)."""
+        return {
+            "text": f"{self.text} {self.admin_url}".strip(),
+            "job": self.job,
+            "verdict": self.verdict,
+            "previous": self.previous,
+            "runId": self.run_id,
+            "reason": self.reason,
+            "adminUrl": self.admin_url,
+        }
+
+
+def check(now: datetime) -> list[JobHealth]:
+    """Compare every job's health with its alert state, send what is due; return the healths."""
+    JobAlert.objects.bulk_create([JobAlert(job=name) for name in JOBS], ignore_conflicts=True)
+    states = {state.job: state for state in JobAlert.objects.filter(job__in=list(JOBS))}
+    healths = []
+    for job in JOBS.values():
+        current = health(job, now)
+        healths.append(current)
+        state = states[job.name]
+        due = decide(job, state, current, now)
+        if due is None:
+            continue
+        message, changes, channels = due
+        if JobAlert.objects.filter(job=job.name, version=state.version).update(version=F("version") + 1, **changes):
+            deliver(message, channels, job.name, state.version + 1)
+    return healths
+
+
+def check_quietly(now: datetime) -> None:
+    """check(), for the end of a run: an alert problem is logged, never the run's problem."""
+    try:
+        check(now)
+    except Exception:
+        logger.exception("the alert check failed; it runs again after the next run or health request")
+
+
+def decide(
+    job: Job, state: JobAlert, current: JobHealth, now: datetime
+) -> tuple[Message, dict[str, Any], list[str]] | None:
+    """What to send now, the state it leads to, and where; None: nothing is due."""
+    channels = configured_channels()
+    bad, began = _bad(job, current)
+    if state.verdict == OK:
+        if bad:
+            text = f"{job.name} is {bad}: {current.note}"
+            changes: dict[str, Any] = {"verdict": bad, "opened_at": began, "notified_at": now, "undelivered": {}}
+            return _message("opened", job, bad, OK, current, text), changes, channels
+    elif current.verdict == OK and not current.late:
+        text = recovery_text(job, state, current, now)
+        changes = {"verdict": OK, "opened_at": None, "notified_at": now, "undelivered": {}}
+        return _message("recovered", job, OK, state.verdict, current, text), changes, channels
+    elif state.notified_at and now - state.notified_at >= timedelta(hours=settings.JOBS_ALERT_REPEAT_HOURS):
+        since = f"{state.opened_at:%Y-%m-%d %H:%M} UTC, {ago(now - state.opened_at)}" if state.opened_at else "?"
+        text = f"{job.name} is still {bad or state.verdict} (since {since}): {current.note}"
+        changes = {"notified_at": now, "undelivered": {}}
+        return _message("reminder", job, bad or state.verdict, state.verdict, current, text), changes, channels
+    if state.undelivered:
+        return Message(**state.undelivered["message"]), {"undelivered": {}}, state.undelivered["channels"]
+    return None
+
+
+def _bad(job: Job, current: JobHealth) -> tuple[str, datetime | None]:
+    """ "failing" once JOBS_ALERT_AFTER_FAILURES runs in a row failed, or "late" ("" if neither), and since when."""
+    if current.verdict == "failing" and current.last_run is not None:
+        if current.last_run.status == Status.RUNNING:  # it never finished
+            return "failing", current.last_run.started_at
+        since_success = real_runs(job).filter(status__in=FINISHED)
+        if current.last_success is not None:
+            since_success = since_success.filter(started_at__gt=current.last_success.started_at)
+        failures = list(since_success.values_list("started_at", flat=True))
+        if len(failures) >= settings.JOBS_ALERT_AFTER_FAILURES:
+            return "failing", failures[-1]  # the incident began with the first of them
+    if not current.late:
+        return "", None
+    last_arrival = current.last_run.started_at if current.last_run else current.expected_at
+    assert job.schedule is not None and last_arrival is not None  # late implies both
+    return "late", next(iter(CronSim(job.schedule, last_arrival)))  # the first scheduled time that got no run
+
+
+def recovery_text(job: Job, state: JobAlert, current: JobHealth, now: datetime) -> str:
+    """How long the incident lasted, how many runs failed and how many never came."""
+    success = current.last_success
+    assert success is not None  # recovering means a success
+    before = real_runs(job).filter(status=Status.SUCCEEDED, started_at__lt=success.started_at).first()
+    start = before.started_at if before else (state.opened_at or success.started_at)
+    runs = real_runs(job).filter(started_at__gte=start, started_at__lt=success.started_at)
+    failed = runs.filter(status__in=[Status.FAILED, Status.ABANDONED, Status.PARTIAL]).count()
+    arrivals = list(runs.exclude(status=Status.SKIPPED).values_list("started_at", flat=True))
+    missed = missed_runs(job, start, success.started_at, arrivals)
+    return (
+        f"{job.name} recovered after {ago(now - (state.opened_at or start))}: {failed} run{'s' * (failed != 1)} "
+        f"failed, {missed} missed. Run #{success.pk} succeeded."
+    )
+
+
+def missed_runs(job: Job, start: datetime, end: datetime, arrivals: list[datetime]) -> int:
+    """Scheduled times between two successes that no run answered before the next scheduled time."""
+    if job.schedule is None:
+        return 0
+    fires = []
+    for fire in CronSim(job.schedule, start):
+        if fire >= end:
+            break
+        fires.append(fire)
+    slots = zip(fires, [*fires[1:], end], strict=True)
+    return sum(not any(fire <= arrived < until for arrived in arrivals) for fire, until in slots)
+
+
+def _message(kind: str, job: Job, verdict: str, previous: str, current: JobHealth, text: str) -> Message:
+    run = current.last_run
+    path = (
+        reverse("admin:jobs_jobrun_change", args=[run.pk])
+        if run
+        else reverse("admin:jobs_jobrun_changelist") + f"?job={job.name}"
+    )
+    reason = (run.errors[0] if run and run.errors else "") if verdict == "failing" else current.note
+    return Message(kind, job.name, verdict, previous, run.pk if run else None, reason, text, settings.SITE_URL + path)
+
+
+def configured_channels() -> list[str]:
+    return ["email"] * bool(settings.JOBS_ALERT_EMAILS) + ["webhook"] * bool(settings.JOBS_ALERT_WEBHOOK_URL)
+
+
+def deliver(message: Message, channels: list[str], job: str, version: int) -> None:
+    """Send to each channel; whatever fails is kept on the alert row for the next check to send again."""
+    failed = []
+    for channel in channels:
+        try:
+            if channel == "email":
+                subject = f"[jobs] {message.text}"[:150]
+                send_mail(subject, f"{message.text}\n\n{message.admin_url}", None, settings.JOBS_ALERT_EMAILS)
+            else:
+                post_json(settings.JOBS_ALERT_WEBHOOK_URL, message.webhook_body())
+        except Exception as error:
+            logger.warning("alert for job %s not delivered by %s: %s; trying again at the next check", job, channel,
+                           error)  # fmt: skip
+            failed.append(channel)
+    if failed:
+        JobAlert.objects.filter(job=job, version=version).update(
+            undelivered={"message": asdict(message), "channels": failed}
+        )
+    else:
+        logger.info("alert for job %s sent (%s): %s", job, ", ".join(channels) or "no channel configured", message.text)
+
+
+def post_json(url: str, body: dict[str, Any]) -> None:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        response.read()
+
+
+def destinations() -> str:
+    """Where alerts go, in words (for `make demo` and the job_health command). A webhook's path is a secret."""
+    where = []
+    if settings.JOBS_ALERT_EMAILS:
+        backend = settings.EMAIL_BACKEND.rsplit(".", 2)[-2]  # smtp, console, filebased, locmem, dummy
+        where.append(f"e-mail to {', '.join(settings.JOBS_ALERT_EMAILS)} (through the {backend} backend)")
+    if settings.JOBS_ALERT_WEBHOOK_URL:
+        where.append(f"a JSON POST to {urllib.parse.urlsplit(settings.JOBS_ALERT_WEBHOOK_URL).hostname}")
+    return " and ".join(where) or "nowhere yet: set JOBS_ALERT_EMAILS and/or JOBS_ALERT_WEBHOOK_URL"

@@ -1,0 +1,199 @@
+"""Alerts: one per incident, reminders, recovery with counts; the health endpoint for uptime monitors."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.core import mail
+from django.test import Client
+from django.utils import timezone
+
+from jobs import alerts
+from jobs.models import JobAlert, JobRun, Status, Trigger
+from jobs.runner import run_job
+from tests.helpers import free_port, webhook_receiver
+
+pytestmark = pytest.mark.django_db
+SECRET = "s3cret-for-tests-0123456789abcdef"
+BEARER = {"Authorization": f"Bearer {SECRET}"}
+
+
+@pytest.fixture(autouse=True)
+def configured(settings):
+    settings.CRON_SECRET = SECRET
+    settings.JOBS_ALERT_EMAILS = ["ops@example.com"]
+    settings.JOBS_ALERT_WEBHOOK_URL = ""
+    settings.SITE_URL = "https://jobs.example.com"
+
+
+def ran(job: str, status: Status, hours_ago: float, **fields: object) -> JobRun:
+    started_at = timezone.now() - timedelta(hours=hours_ago)
+    return JobRun.objects.create(job=job, trigger=Trigger.CRON, status=status, started_at=started_at, lock_id=1,
+                                 finished_at=started_at, duration_ms=0, **fields)  # fmt: skip
+
+
+def subjects(*jobs: str) -> list[str]:
+    """The alert e-mails' subjects, for these jobs (other test jobs may turn late as the ledger ages)."""
+    return [m.subject for m in mail.outbox if not jobs or m.subject.split()[1] in jobs]
+
+
+def test_a_failing_job_sends_one_email_per_incident_however_often_it_is_checked():
+    ran("nightly", Status.SUCCEEDED, hours_ago=30)
+    run = ran("nightly", Status.FAILED, hours_ago=1, errors=["OperationalError: lock timeout"], error_count=1)
+    for _ in range(3):
+        alerts.check(timezone.now())
+    assert subjects("nightly") == [
+        f"[jobs] nightly is failing: Last run #{run.pk} failed: OperationalError: lock timeout"
+    ]
+    sent = next(m for m in mail.outbox if m.subject.startswith("[jobs] nightly"))
+    assert f"https://jobs.example.com/admin/jobs/jobrun/{run.pk}/change/" in sent.body
+    assert sent.to == ["ops@example.com"]
+
+
+def test_a_run_that_fails_alerts_at_its_end_without_anything_else_checking():
+    run_job("crashing", trigger=Trigger.CLI)
+    assert len(mail.outbox) == 1 and "crashing is failing" in mail.outbox[0].subject
+    assert "RuntimeError: the job itself broke" in mail.outbox[0].subject
+    run_job("crashing", trigger=Trigger.CLI)
+    assert len(mail.outbox) == 1  # the same incident
+
+
+def test_the_threshold_of_failures_in_a_row_opens_the_incident(settings):
+    settings.JOBS_ALERT_AFTER_FAILURES = 2
+    ran("on-demand", Status.FAILED, hours_ago=2)
+    alerts.check(timezone.now())
+    assert subjects("on-demand") == []
+    ran("on-demand", Status.FAILED, hours_ago=1)
+    alerts.check(timezone.now())
+    assert len(subjects("on-demand")) == 1
+
+
+def test_a_recovery_says_how_long_it_lasted_and_how_many_runs_failed_or_were_missed():
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        for hours_ago in (3, 2, 1):
+            ran("crashing", Status.FAILED, hours_ago=hours_ago)
+        alerts.check(timezone.now())
+        clock.shift(timedelta(hours=5))
+        run_job("failing-item", trigger=Trigger.CLI)  # another job: no recovery for this one
+        JobRun.objects.create(job="crashing", trigger=Trigger.CLI, status=Status.SUCCEEDED, lock_id=1,
+                              started_at=timezone.now())  # fmt: skip
+        alerts.check(timezone.now())
+    assert [subject.split(":")[0] for subject in subjects("crashing", "failing-item")] == [
+        "[jobs] crashing is failing", "[jobs] failing-item is failing", "[jobs] crashing recovered after 8 h"
+    ]  # fmt: skip
+    assert "3 runs failed, 0 missed" in subjects("crashing")[-1]  # the incident began with the first failure
+
+
+def test_a_late_job_counts_the_runs_it_missed_when_it_recovers(settings):
+    with time_machine.travel(timezone.now().replace(hour=10, minute=2, second=0), tick=False) as clock:
+        ran("frequent", Status.SUCCEEDED, hours_ago=0.05)  # at 09:59
+        clock.shift(timedelta(hours=2))  # */5 with a 1 h grace: late, and 12 runs missed by the time it recovers
+        alerts.check(timezone.now())
+        assert subjects("frequent")[0].startswith("[jobs] frequent is late: Expected a run at ")
+        ran("frequent", Status.FAILED, hours_ago=0)
+        clock.shift(timedelta(minutes=5))
+        ran("frequent", Status.SUCCEEDED, hours_ago=0)
+        alerts.check(timezone.now())
+    # 26 scheduled times from 10:00 to 12:05; the failed run answered the 12:00 one
+    assert subjects("frequent")[-1].startswith("[jobs] frequent recovered after 2 h: 1 run failed, 25 missed."), (
+        subjects()
+    )
+
+
+def test_while_an_incident_stays_open_a_reminder_goes_every_repeat_period(settings):
+    settings.JOBS_ALERT_REPEAT_HOURS = 24
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        ran("on-demand", Status.FAILED, hours_ago=1)
+        alerts.check(timezone.now())
+        clock.shift(timedelta(hours=23))
+        alerts.check(timezone.now())
+        clock.shift(timedelta(hours=2))
+        alerts.check(timezone.now())
+        alerts.check(timezone.now())
+    sent = subjects("on-demand")
+    assert len(sent) == 2 and sent[0].startswith("[jobs] on-demand is failing: ")
+    assert (
+        sent[1].startswith("[jobs] on-demand is still failing (since ") and ", 26 h): " in sent[1]
+    )  # since the failed run
+
+
+def test_a_webhook_that_is_down_fails_no_job_and_the_alert_is_sent_at_the_next_check(settings):
+    port = free_port()
+    settings.JOBS_ALERT_EMAILS = []
+    settings.JOBS_ALERT_WEBHOOK_URL = f"http://127.0.0.1:{port}/hook"
+    run = run_job("crashing", trigger=Trigger.CLI)
+    assert run.status == Status.FAILED  # as it would be without alerts
+    assert JobAlert.objects.get(job="crashing").undelivered["channels"] == ["webhook"]
+    with webhook_receiver(port) as (_, received):
+        alerts.check(timezone.now())
+        alerts.check(timezone.now())
+    assert len(received) == 1
+    body = received[0]
+    assert {key: body[key] for key in ("job", "verdict", "previous", "runId")} == {
+        "job": "crashing", "verdict": "failing", "previous": "ok", "runId": run.pk
+    }  # fmt: skip
+    assert body["reason"] == "RuntimeError: the job itself broke"
+    assert body["text"].startswith("crashing is failing: ") and body["adminUrl"].endswith(f"/jobrun/{run.pk}/change/")
+    assert JobAlert.objects.get(job="crashing").undelivered == {}
+
+
+# The health endpoint -------------------------------------------------------------------------------------
+
+
+def get_health(path: str = "/api/jobs/health", **headers: str) -> tuple[int, dict]:
+    response = Client().get(path, headers=headers or BEARER)
+    assert response["Content-Type"] == "application/json" and response["Cache-Control"] == "no-store"
+    return response.status_code, json.loads(response.content)
+
+
+def test_health_lists_every_job_and_is_200_when_none_is_failing_or_late():
+    status, body = get_health()
+    assert status == 200 and body["status"] == "ok" and body["checkedAt"].endswith("Z")
+    assert set(body["jobs"]) == {"nightly", "frequent", "on-demand", "batches", "blocking", "failing-item",
+                                 "crashing", "prune-job-runs"}  # fmt: skip
+    assert body["jobs"]["nightly"] == {
+        "verdict": "never run", "late": False, "note": "No run recorded yet.", "lastRunId": None,
+        "lastRunStatus": None, "lastSuccessAt": None, "nextRunAt": body["jobs"]["nightly"]["nextRunAt"],
+    }  # fmt: skip
+    assert body["jobs"]["on-demand"]["nextRunAt"] is None
+
+
+@pytest.mark.parametrize(
+    ("status", "hours_ago", "fields", "verdict", "code"),
+    [
+        (Status.SUCCEEDED, 0.01, {}, "ok", 200),
+        (Status.FAILED, 0.01, {"errors": ["RuntimeError: x"], "error_count": 1}, "failing", 503),
+        (Status.RUNNING, 0.01, {}, "running", 200),
+        (Status.PARTIAL, 0.01, {"counters": {"remaining": 3, "resume_after": "7"}}, "resuming", 200),
+        (Status.SUCCEEDED, 0.01, {"params": {"dry_run": True}}, "never run", 200),
+    ],
+)
+def test_health_answers_each_verdict(status, hours_ago, fields, verdict, code):
+    run = ran("on-demand", status, hours_ago, **fields)
+    got, body = get_health()
+    entry = body["jobs"]["on-demand"]
+    assert (got, entry["verdict"]) == (code, verdict)
+    assert body["status"] == ("failing" if code == 503 else "ok")
+    if verdict != "never run":
+        assert (entry["lastRunId"], entry["lastRunStatus"]) == (run.pk, status)
+
+
+def test_a_health_request_alone_finds_a_job_that_stopped_arriving_and_alerts_once():
+    ran("nightly", Status.SUCCEEDED, hours_ago=50)  # the ledger began 50 h ago; nothing has run since
+    status, body = get_health("/api/jobs/health/")
+    assert status == 503 and body["status"] == "failing"
+    assert body["jobs"]["nightly"]["verdict"] == "late" and body["jobs"]["nightly"]["late"] is True
+    assert body["jobs"]["frequent"]["late"] is True  # never ran, though the ledger began long enough ago
+    get_health()
+    assert sorted(subject.split(":")[0] for subject in subjects("frequent", "nightly")) == [
+        "[jobs] frequent is late", "[jobs] nightly is late"
+    ]  # fmt: skip
+
+
+def test_health_takes_the_cron_secret_only():
+    assert Client().get("/api/jobs/health").status_code == 401
+    assert Client().get("/api/jobs/health", headers={"X-Cron-Secret": SECRET}).status_code == 200
+    assert Client().post("/api/jobs/health", headers=BEARER).status_code == 405
