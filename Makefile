@@ -1,4 +1,5 @@
-# make demo   set up .venv, migrate the SQLite default, seed demo data once, run the jobs in their nightly order
+# make demo   set up .venv, migrate the SQLite default, seed demo data once, run the jobs in their nightly order,
+#             then show every job's health and where alerts would go
 # make test   set up .venv, run the whole test suite (SQLite, or PostgreSQL when DATABASE_URL says so)
 # make lint   ruff, the layering contract (import-linter) and mypy
 # make bench  the recompute benchmark against PostgreSQL (see README, Performance)
@@ -22,6 +23,7 @@ demo: $(BIN)/.installed
 	$(BIN)/python manage.py offer_loop
 	$(BIN)/python manage.py expire_offers
 	$(BIN)/python manage.py run_job prune-job-runs
+	@$(BIN)/python manage.py job_health || true
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest

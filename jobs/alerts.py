@@ -207,4 +207,4 @@ def destinations() -> str:
         where.append(f"e-mail to {', '.join(settings.JOBS_ALERT_EMAILS)} (through the {backend} backend)")
     if settings.JOBS_ALERT_WEBHOOK_URL:
         where.append(f"a JSON POST to {urllib.parse.urlsplit(settings.JOBS_ALERT_WEBHOOK_URL).hostname}")
-    return " and ".join(where) or "nowhere yet: set JOBS_ALERT_EMAILS and/or JOBS_ALERT_WEBHOOK_URL"
+    return " and ".join(where) or "nowhere yet (set JOBS_ALERT_EMAILS and/or JOBS_ALERT_WEBHOOK_URL)"

@@ -177,6 +177,6 @@ def test_five_processes_checking_at_once_send_one_alert_per_incident():
         outputs = [check.communicate(timeout=60) for check in checks]
     assert [check.returncode for check in checks] == [1] * 5, outputs
     assert "health: failing (GET /api/jobs/health answers 503)" in outputs[0][0]
-    assert "alerts go to a JSON POST to 127.0.0.1" in outputs[0][0] and "secret-token" not in outputs[0][0]
+    assert "alerts: a JSON POST to 127.0.0.1" in outputs[0][0] and "secret-token" not in outputs[0][0]
     assert [(body["job"], body["verdict"]) for body in received] == [("recompute-scores", "failing")]
     assert received[0]["reason"] == "OperationalError: lock timeout"

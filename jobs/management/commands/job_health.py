@@ -21,6 +21,6 @@ class Command(BaseCommand):
             self.stdout.write(f"  {h.job.name:<{width}}  {h.verdict}{late}{f'  {h.note}' if h.note else ''}")
         code = 503 if bad else 200
         self.stdout.write(f"health: {'failing' if bad else 'ok'} (GET /api/jobs/health answers {code})")
-        self.stdout.write(f"alerts go to {alerts.destinations()}")
+        self.stdout.write(f"alerts: {alerts.destinations()}")
         if bad:
             sys.exit(1)
