@@ -180,10 +180,12 @@ def test_the_admin_is_for_staff_only():
 
 
 def test_the_overview_shows_a_strip_of_recent_runs_a_duration_line_and_the_weeks_success_rate():
-    for hours_ago, status in enumerate([Status.FAILED, Status.SUCCEEDED, Status.SKIPPED, Status.SUCCEEDED]):
-        ran("nightly", status, hours_ago=4 - hours_ago, errors=["RuntimeError: boom"] * (status == Status.FAILED))
+    runs = [
+        ran("nightly", status, hours_ago=4 - n, errors=["RuntimeError: boom"] * (status == Status.FAILED))
+        for n, status in enumerate([Status.FAILED, Status.SUCCEEDED, Status.SKIPPED, Status.SUCCEEDED])
+    ]
     html = row(staff(superuser=True).get(OVERVIEW).content.decode(), "nightly")
-    assert html.count('class="cell"') == 4 and 'title="#1 failed · ' in html
+    assert html.count('class="cell"') == 4 and f'title="#{runs[0].pk} failed · ' in html
     assert '<svg class="sparkline"' in html and "durations of the last 3 runs" in html
     assert "7 days: 67% of 3 succeeded" in html
     assert "Last failure: " in html and "RuntimeError: boom" in html
