@@ -185,7 +185,8 @@ def _checkpoint(job: Job, run: JobRun) -> str | None:
 
 def _mark_abandoned(run: JobRun) -> None:
     noticed = timezone.now()
-    count = JobRun.objects.filter(job=run.job, status=Status.RUNNING, id__lt=run.pk).update(
+    # Only runs that would hold our lock: a run of the same job under another lock id may well be alive.
+    count = JobRun.objects.filter(job=run.job, lock_id=run.lock_id, status=Status.RUNNING, id__lt=run.pk).update(
         status=Status.ABANDONED,
         finished_at=noticed,
         errors=[f"abandoned: its process died mid-run; noticed by run #{run.pk}"],

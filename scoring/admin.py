@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.db import DatabaseError
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
@@ -11,7 +12,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from scoring.models import Appointment, Customer, CustomerScore, Shop, SlotOffer, WaitlistEntry
-from scoring.offers import OfferClosed, respond_to_offer
+from scoring.offers import OfferError, respond_to_offer
 
 
 class ReadOnly:
@@ -131,7 +132,9 @@ class SlotOfferAdmin(ReadOnly, admin.ModelAdmin):
         for offer in queryset:
             try:
                 respond_to_offer(offer.pk, accept=accept, now=timezone.now())
-            except OfferClosed:
-                messages.warning(request, f"{offer}: no longer pending, nothing recorded.")
+            except OfferError as error:  # closed meanwhile, or it would double-book the customer
+                messages.warning(request, f"{offer}: {error}")
+            except DatabaseError as error:  # a conflict the rules above did not foresee: say so, never a 500
+                messages.error(request, f"{offer}: not recorded ({type(error).__name__}); try again.")
             else:
                 messages.success(request, f"{offer}: {'accepted' if accept else 'declined'}.")

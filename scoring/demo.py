@@ -115,9 +115,12 @@ def _customers(rng: random.Random, people: list[Person], now: datetime) -> Itera
 def _unanswered_offers(now: datetime, count: int = 5) -> None:
     """A few offers that ran out unanswered a moment ago, for expire-offers to pass on."""
     slots = Appointment.objects.filter(cancelled_at__isnull=False, starts_at__gt=now).order_by("starts_at", "id")
+    asked: set[uuid.UUID] = set()  # one pending offer per customer
     for slot in slots[:count]:
-        entry = WaitlistEntry.objects.filter(shop_id=slot.shop_id).exclude(customer_id=slot.customer_id).first()
+        entries = WaitlistEntry.objects.filter(shop_id=slot.shop_id).exclude(customer_id=slot.customer_id)
+        entry = entries.exclude(customer_id__in=asked).order_by("created_at", "id").first()
         if entry is not None:
+            asked.add(entry.customer_id)
             SlotOffer.objects.create(
                 slot=slot, entry=entry, customer_id=entry.customer_id,
                 offered_at=now - timedelta(minutes=20), expires_at=now - timedelta(minutes=5),

@@ -149,6 +149,7 @@ class OfferStatus(models.TextChoices):
     ACCEPTED = "accepted"
     DECLINED = "declined"
     EXPIRED = "expired"
+    WITHDRAWN = "withdrawn"  # the customer accepted another slot first
 
 
 class SlotOffer(models.Model):
@@ -168,12 +169,16 @@ class SlotOffer(models.Model):
         indexes = [models.Index(fields=["expires_at"], condition=Q(status="pending"), name="offer_pending_by_expiry")]
         constraints = [
             models.CheckConstraint(condition=Q(status__in=OfferStatus.values), name="offer_status_valid"),
-            # Never to two customers at once, never twice to one customer, taken at most once.
-            models.UniqueConstraint(fields=["slot"], condition=Q(status="pending"), name="offer_one_pending_per_slot"),
-            models.UniqueConstraint(fields=["slot", "customer"], name="offer_once_per_customer"),
+            # A slot has at most one live offer, pending or accepted: never two customers at once, and
+            # never offered again once taken. A customer waits on at most one offer at a time, and is
+            # never offered the same slot twice.
             models.UniqueConstraint(
-                fields=["slot"], condition=Q(status="accepted"), name="offer_one_accepted_per_slot"
+                fields=["slot"], condition=Q(status__in=["pending", "accepted"]), name="offer_one_live_per_slot"
             ),
+            models.UniqueConstraint(
+                fields=["customer"], condition=Q(status="pending"), name="offer_one_pending_per_customer"
+            ),
+            models.UniqueConstraint(fields=["slot", "customer"], name="offer_once_per_customer"),
         ]
 
     def __str__(self) -> str:

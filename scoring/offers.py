@@ -1,70 +1,116 @@
-"""The waitlist: freed slots offered to waiting customers, best score first (offer-loop, expire-offers)."""
+"""The waitlist: freed slots offered to waiting customers, best score first (offer-loop, expire-offers).
+
+What the database enforces (scoring.models.SlotOffer): a slot has at most one live offer, pending
+or accepted, so a taken slot is never offered again; a customer waits on at most one pending offer;
+nobody is offered the same slot twice. What the code adds: nobody is offered a slot that overlaps
+an appointment they already have, and an accept re-checks that under the offer's row lock.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Case, IntegerField, Value, When
+from django.db import transaction
+from django.db.models import Case, Exists, IntegerField, OuterRef, QuerySet, Value, When
 from django.db.models.functions import Coalesce
 
 from jobs.context import Context, Result
 from scoring.models import Appointment, OfferStatus, SlotOffer, Tier, WaitlistEntry
 from scoring.rules import UNSCORED_RANK
 
-LOOP_COUNTERS = ("total", "offered", "exhausted", "skipped")
+LOOP_COUNTERS = ("total", "offered", "exhausted", "skipped", "remaining")
 EXPIRE_COUNTERS = ("total", "expired", "offered")
+LIVE = [OfferStatus.PENDING, OfferStatus.ACCEPTED]
+Slot = Mapping[str, Any]  # id, shop_id, customer_id, starts_at, ends_at
+
+
+class OfferError(Exception):
+    """An answer that cannot be recorded; the message says why, for staff and callers alike."""
+
+
+class OfferClosed(OfferError):
+    """The offer was answered, withdrawn or expired before this answer."""
+
+
+class OfferConflict(OfferError):
+    """Accepting would double-book the customer."""
 
 
 def offer_loop(ctx: Context, *, shop: uuid.UUID | None = None, limit: int) -> Result:
-    """Offer each open slot without a pending offer to the best-ranked waiting customer.
+    """Offer open slots to the best-ranked eligible waiting customers, `limit` offers at most."""
+    counters = offer_open_slots(ctx.now, limit=limit, slots=_open_slots(ctx.now, shop))
+    remaining = counters.pop("remaining")
+    return Result(counters, remaining=remaining)
 
-    A slot is open while it is a cancelled appointment still in the future that
-    nobody has accepted. Ranking: highest score first, `risky` tier last,
-    then the longest wait. The database enforces that a slot has at most one
-    pending offer and is never offered to the same customer twice, so an
-    overlapping run at worst `skipped`s a slot. `exhausted`: nobody left to ask.
+
+def offer_open_slots(now: datetime, *, limit: int, slots: QuerySet[Appointment]) -> dict[str, int]:
+    """Match `slots` (open ones) to waiting customers, set-based, in a bounded number of queries.
+
+    Slots are taken in time order, and only those that have an eligible candidate spend the
+    `limit`: the others are counted as `exhausted`, so slots nobody can take never starve the
+    rest. Each slot goes to the best-ranked eligible candidate not already given a slot in this
+    run (highest score first, `risky` last, then the longest wait): someone else than the slot's
+    own customer, waiting at its shop, with no pending offer, never offered this slot, and free
+    at that time. An offer lost to a concurrent run or answer counts as `skipped`.
     """
-    open_slots = Appointment.objects.filter(cancelled_at__isnull=False, starts_at__gt=ctx.now).exclude(
-        offers__status__in=[OfferStatus.PENDING, OfferStatus.ACCEPTED]
+    takeable = slots.filter(Exists(_eligible()))
+    batch = list(
+        takeable.order_by("starts_at", "id").values("id", "shop_id", "customer_id", "starts_at", "ends_at")[:limit]
     )
-    if shop is not None:
-        open_slots = open_slots.filter(shop_id=shop)
-    counters = dict.fromkeys(LOOP_COUNTERS, 0)
-    for slot in open_slots.order_by("starts_at", "id")[:limit]:
-        counters["total"] += 1
-        with ctx.item(f"slot {slot.pk}"):
-            counters[offer(slot, ctx.now)] += 1
-    return Result(counters)
+    counters = {"total": slots.count(), "offered": 0, "exhausted": slots.filter(~Exists(_eligible())).count()}
+    counters |= {"skipped": 0, "remaining": max(takeable.count() - len(batch), 0)}
+    if not batch:
+        return counters
+    chosen = _match(batch, _candidates(batch), _offered_before(batch), _busy(batch))
+    counters["exhausted"] += len(batch) - len(chosen)
+    expires_at = now + timedelta(minutes=settings.OFFER_TTL_MINUTES)
+    offers = [
+        SlotOffer(slot_id=slot["id"], entry_id=entry_id, customer_id=customer_id, offered_at=now, expires_at=expires_at)
+        for slot, entry_id, customer_id in chosen
+    ]
+    # A concurrent run or answer may have made an offer for the same slot or customer since: the
+    # database's unique constraints turn those into conflicts, ignored and counted as skipped.
+    SlotOffer.objects.bulk_create(offers, ignore_conflicts=True)
+    counters["offered"] = SlotOffer.objects.filter(id__in=[offer.id for offer in offers]).count()
+    counters["skipped"] = len(chosen) - counters["offered"]
+    return counters
 
 
-def offer(slot: Appointment, now: datetime) -> str:
-    """Offer the slot to the next in line: `offered`, `exhausted` (nobody left) or `skipped` (raced)."""
-    entry = next_in_line(slot)
-    if entry is None:
-        return "exhausted"
-    try:
-        with transaction.atomic():
-            SlotOffer.objects.create(
-                slot=slot,
-                entry=entry,
-                customer_id=entry.customer_id,
-                offered_at=now,
-                expires_at=now + timedelta(minutes=settings.OFFER_TTL_MINUTES),
-            )
-    except IntegrityError:
-        return "skipped"  # another run offered this slot first
-    return "offered"
+def _open_slots(now: datetime, shop: uuid.UUID | None = None) -> QuerySet[Appointment]:
+    """Cancelled appointments still in the future with no live (pending or accepted) offer."""
+    live = SlotOffer.objects.filter(slot_id=OuterRef("pk"), status__in=LIVE)
+    slots = Appointment.objects.filter(cancelled_at__isnull=False, starts_at__gt=now).filter(~Exists(live))
+    return slots if shop is None else slots.filter(shop_id=shop)
 
 
-def next_in_line(slot: Appointment) -> WaitlistEntry | None:
-    """The open waitlist entry that should get this slot next, or None."""
+def _eligible() -> QuerySet[WaitlistEntry]:
+    """Open waitlist entries that could take the slot of the outer query (see offer_open_slots)."""
+    pending = SlotOffer.objects.filter(customer_id=OuterRef("customer_id"), status=OfferStatus.PENDING)
+    offered = SlotOffer.objects.filter(customer_id=OuterRef("customer_id"), slot_id=OuterRef(OuterRef("pk")))
+    busy = Appointment.objects.filter(
+        customer_id=OuterRef("customer_id"),
+        cancelled_at__isnull=True,
+        starts_at__lt=OuterRef(OuterRef("ends_at")),
+        ends_at__gt=OuterRef(OuterRef("starts_at")),
+    )
     return (
-        WaitlistEntry.objects.filter(shop_id=slot.shop_id, closed_at__isnull=True)
-        .exclude(customer_id=slot.customer_id)
-        .exclude(customer__offers__slot=slot)
+        WaitlistEntry.objects.filter(shop_id=OuterRef("shop_id"), closed_at__isnull=True)
+        .exclude(customer_id=OuterRef("customer_id"))
+        .filter(~Exists(pending), ~Exists(offered), ~Exists(busy))
+    )
+
+
+def _candidates(batch: Sequence[Slot]) -> dict[uuid.UUID, list[tuple[uuid.UUID, uuid.UUID]]]:
+    """Per shop, the open entries without a pending offer, best first: (entry id, customer id)."""
+    pending = SlotOffer.objects.filter(customer_id=OuterRef("customer_id"), status=OfferStatus.PENDING)
+    entries = (
+        WaitlistEntry.objects.filter(shop_id__in={slot["shop_id"] for slot in batch}, closed_at__isnull=True)
+        .filter(~Exists(pending))
         .annotate(
             risky=Case(
                 When(customer__score__tier=Tier.RISKY, then=Value(1)), default=Value(0), output_field=IntegerField()
@@ -72,8 +118,58 @@ def next_in_line(slot: Appointment) -> WaitlistEntry | None:
             rank=Coalesce("customer__score__score", Value(UNSCORED_RANK)),
         )
         .order_by("risky", "-rank", "created_at", "id")
-        .first()
+        .values_list("shop_id", "id", "customer_id")
     )
+    by_shop: dict[uuid.UUID, list[tuple[uuid.UUID, uuid.UUID]]] = defaultdict(list)
+    for shop_id, entry_id, customer_id in entries.iterator(chunk_size=10_000):
+        by_shop[shop_id].append((entry_id, customer_id))
+    return by_shop
+
+
+def _offered_before(batch: Sequence[Slot]) -> set[tuple[uuid.UUID, uuid.UUID]]:
+    offers = SlotOffer.objects.filter(slot_id__in=[slot["id"] for slot in batch])
+    return set(offers.values_list("slot_id", "customer_id"))
+
+
+def _busy(batch: Sequence[Slot]) -> dict[uuid.UUID, list[tuple[datetime, datetime]]]:
+    """The live appointments, during the batch's time span, of customers waiting at the batch's shops."""
+    waiting = WaitlistEntry.objects.filter(
+        customer_id=OuterRef("customer_id"), shop_id__in={slot["shop_id"] for slot in batch}, closed_at__isnull=True
+    )
+    appointments = Appointment.objects.filter(
+        Exists(waiting),
+        cancelled_at__isnull=True,
+        starts_at__lt=max(slot["ends_at"] for slot in batch),
+        ends_at__gt=min(slot["starts_at"] for slot in batch),
+    )
+    busy: dict[uuid.UUID, list[tuple[datetime, datetime]]] = defaultdict(list)
+    for customer_id, starts_at, ends_at in appointments.values_list("customer_id", "starts_at", "ends_at"):
+        busy[customer_id].append((starts_at, ends_at))
+    return busy
+
+
+def _match(
+    batch: Sequence[Slot],
+    candidates: dict[uuid.UUID, list[tuple[uuid.UUID, uuid.UUID]]],
+    offered_before: set[tuple[uuid.UUID, uuid.UUID]],
+    busy: dict[uuid.UUID, list[tuple[datetime, datetime]]],
+) -> list[tuple[Slot, uuid.UUID, uuid.UUID]]:
+    """Greedy, in slot order: each slot's best candidate not yet given a slot in this run."""
+    given: set[uuid.UUID] = set()
+    chosen = []
+    for slot in batch:
+        for entry_id, customer_id in candidates.get(slot["shop_id"], []):
+            if (
+                customer_id in given
+                or customer_id == slot["customer_id"]
+                or (slot["id"], customer_id) in offered_before
+                or any(start < slot["ends_at"] and end > slot["starts_at"] for start, end in busy.get(customer_id, ()))
+            ):
+                continue
+            given.add(customer_id)
+            chosen.append((slot, entry_id, customer_id))
+            break
+    return chosen
 
 
 def expire_offers(ctx: Context, *, limit: int) -> Result:
@@ -84,32 +180,69 @@ def expire_offers(ctx: Context, *, limit: int) -> Result:
     expired = SlotOffer.objects.filter(id__in=batch, status=OfferStatus.PENDING).update(
         status=OfferStatus.EXPIRED, responded_at=ctx.now
     )
-    next_offers = offer_loop(ctx, limit=limit)
-    return Result({"total": len(batch), "expired": expired, "offered": next_offers.counters["offered"]})
-
-
-class OfferClosed(Exception):
-    """The offer was answered, withdrawn or expired before this answer."""
+    offered = offer_open_slots(ctx.now, limit=limit, slots=_open_slots(ctx.now))["offered"]
+    return Result({"total": len(batch), "expired": expired, "offered": offered})
 
 
 def respond_to_offer(offer_id: uuid.UUID, *, accept: bool, now: datetime) -> SlotOffer:
-    """A customer's answer. Accepting books them into the slot and closes their wait;
-    declining passes the slot to the next in line at once."""
+    """A customer's answer, recorded in one transaction; raises OfferError saying why it cannot be.
+
+    Accepting books the customer into the slot, closes their wait and withdraws their other
+    pending offers, unless they already have an appointment at that time: then the offer is
+    withdrawn and OfferConflict says so. Declining passes the slot on. Slots given up either way
+    go to the next in line at once. The offer's row is locked first, so two answers, or an answer
+    and an expiry, cannot both be recorded.
+    """
     with transaction.atomic():
-        answered = SlotOffer.objects.filter(pk=offer_id, status=OfferStatus.PENDING, expires_at__gt=now).update(
-            status=OfferStatus.ACCEPTED if accept else OfferStatus.DECLINED, responded_at=now
-        )
-        if not answered:
-            raise OfferClosed(offer_id)
-        answer = SlotOffer.objects.select_related("slot").get(pk=offer_id)
-        if accept:
-            Appointment.objects.create(
-                shop_id=answer.slot.shop_id,
-                customer_id=answer.customer_id,
-                starts_at=answer.slot.starts_at,
-                ends_at=answer.slot.ends_at,
-            )
-            WaitlistEntry.objects.filter(pk=answer.entry_id).update(closed_at=now)
+        offer = SlotOffer.objects.select_for_update().select_related("slot").filter(pk=offer_id).first()
+        if offer is None:
+            raise OfferClosed("This offer no longer exists: nothing was recorded.")
+        if offer.status != OfferStatus.PENDING or offer.expires_at <= now:
+            state = offer.status if offer.status != OfferStatus.PENDING else "expired"
+            raise OfferClosed(f"This offer is {state}: nothing was recorded.")
+        clash = _clash(offer) if accept else None
+        if accept and clash is None:
+            freed = _accept(offer, now)
         else:
-            offer(answer.slot, now)
-    return answer
+            offer.status = OfferStatus.WITHDRAWN if accept else OfferStatus.DECLINED
+            offer.responded_at = now
+            offer.save(update_fields=["status", "responded_at"])
+            freed = [offer.slot_id]
+        offer_open_slots(now, limit=len(freed), slots=_open_slots(now).filter(id__in=freed))
+    if clash is not None:
+        raise OfferConflict(
+            f"The customer already has an appointment from {clash.starts_at:%Y-%m-%d %H:%M} to "
+            f"{clash.ends_at:%H:%M} UTC, which overlaps this slot: the offer was withdrawn and passed on."
+        )
+    return offer
+
+
+def _clash(offer: SlotOffer) -> Appointment | None:
+    """A live appointment of the customer that overlaps the slot."""
+    return (
+        Appointment.objects.filter(
+            customer_id=offer.customer_id,
+            cancelled_at__isnull=True,
+            starts_at__lt=offer.slot.ends_at,
+            ends_at__gt=offer.slot.starts_at,
+        )
+        .order_by("starts_at")
+        .first()
+    )
+
+
+def _accept(offer: SlotOffer, now: datetime) -> list[uuid.UUID]:
+    """Book, close the wait, withdraw the customer's other pending offers; return the slots given up."""
+    offer.status, offer.responded_at = OfferStatus.ACCEPTED, now
+    offer.save(update_fields=["status", "responded_at"])
+    Appointment.objects.create(
+        shop_id=offer.slot.shop_id,
+        customer_id=offer.customer_id,
+        starts_at=offer.slot.starts_at,
+        ends_at=offer.slot.ends_at,
+    )
+    WaitlistEntry.objects.filter(pk=offer.entry_id).update(closed_at=now)
+    others = SlotOffer.objects.filter(customer_id=offer.customer_id, status=OfferStatus.PENDING).exclude(pk=offer.pk)
+    freed = list(others.values_list("slot_id", flat=True))
+    others.update(status=OfferStatus.WITHDRAWN, responded_at=now)
+    return freed

@@ -6,7 +6,7 @@ import pytest
 
 from scoring import offers
 from scoring.models import Appointment, CustomerScore, OfferStatus, SlotOffer, Tier, WaitlistEntry
-from scoring.offers import OfferClosed, next_in_line, respond_to_offer
+from scoring.offers import OfferClosed, OfferConflict, respond_to_offer
 from tests import factories as make
 from tests.factories import NOW
 from tests.helpers import outside_a_run
@@ -47,82 +47,114 @@ def offered_to(slot) -> list[str]:
 
 def test_the_ranking_is_best_score_first_risky_last_then_longest_wait():
     shop = make.shop()
-    slot = freed_slot(shop)
     waiting(shop, "risky but high", score=90, tier=Tier.RISKY)
     waiting(shop, "watch 60", score=60)
     waiting(shop, "reliable 85", score=85, tier=Tier.RELIABLE)
     waiting(shop, "no score yet", since_hours=5)  # counts as 50
     waiting(shop, "watch 60, waiting longer", score=60, since_hours=9)
-    order = []
-    while (entry := next_in_line(slot)) is not None:
-        order.append(entry.customer.name)
-        SlotOffer.objects.create(
-            slot=slot, entry=entry, customer=entry.customer, offered_at=NOW, expires_at=NOW, status="declined"
-        )
-    assert order == ["reliable 85", "watch 60, waiting longer", "watch 60", "no score yet", "risky but high"]
+    slots = [freed_slot(shop, hours) for hours in (10, 20, 30, 40, 50)]  # earliest slot first
+    assert offer_loop(now=NOW)["offered"] == 5
+    assert [offered_to(slot) for slot in slots] == [
+        ["reliable 85"], ["watch 60, waiting longer"], ["watch 60"], ["no score yet"], ["risky but high"]
+    ]  # fmt: skip
 
 
-def test_the_offer_loop_makes_one_pending_offer_per_open_slot_and_is_idempotent(settings):
+def test_the_offer_loop_gives_different_slots_to_different_customers_and_is_idempotent(settings):
     settings.OFFER_TTL_MINUTES = 15
     shop = make.shop()
-    slots = [freed_slot(shop, hours) for hours in (10, 20)]
+    slots = [freed_slot(shop, hours) for hours in (10, 20, 30)]
     waiting(shop, "first", score=90)
     waiting(shop, "second", score=70)
-    other_shop = make.shop("Other")
-    waiting(other_shop, "elsewhere", score=99)
+    waiting(make.shop("Other"), "elsewhere", score=99)
 
     counters = offer_loop(now=NOW)
     again = offer_loop(now=NOW)
 
-    assert counters == {"total": 2, "offered": 2, "exhausted": 0, "skipped": 0, "errors": []}
-    assert again["total"] == 0
-    for slot in slots:
-        assert offered_to(slot) == ["first"]  # a customer may hold offers for different slots
-        offer = slot.offers.get()
-        assert (offer.status, offer.expires_at) == (OfferStatus.PENDING, NOW + timedelta(minutes=15))
+    assert counters == {"total": 3, "offered": 2, "exhausted": 1, "skipped": 0, "remaining": 0, "errors": []}
+    assert again == {"total": 1, "offered": 0, "exhausted": 1, "skipped": 0, "remaining": 0, "errors": []}
+    assert [offered_to(slot) for slot in slots] == [["first"], ["second"], []]
+    offer = slots[0].offers.get()
+    assert (offer.status, offer.expires_at) == (OfferStatus.PENDING, NOW + timedelta(minutes=15))
 
 
-def test_past_slots_accepted_slots_and_the_canceller_are_left_out():
+def test_slots_nobody_can_take_never_starve_the_others():
+    crowded, empty = make.shop(), make.shop("No waitlist")
+    for hours in range(1, 201):  # 200 earlier slots in a shop where nobody waits
+        freed_slot(empty, hours)
+    later = freed_slot(crowded, hours_ahead=500)
+    waiting(crowded, "waiting", score=80)
+    counters = offer_loop(now=NOW, limit=50)
+    assert (counters["offered"], counters["exhausted"], counters["total"]) == (1, 200, 201)
+    assert offered_to(later) == ["waiting"]
+
+
+def test_the_limit_counts_offers_and_says_how_many_takeable_slots_remain():
+    shop = make.shop()
+    for n in range(5):
+        waiting(shop, f"w{n}")
+        freed_slot(shop, 10 + n)
+    assert offer_loop(now=NOW, limit=2) | {"errors": []} == {
+        "total": 5, "offered": 2, "exhausted": 0, "skipped": 0, "remaining": 3, "errors": []
+    }  # fmt: skip
+
+
+def test_past_slots_and_the_canceller_are_left_out():
     shop = make.shop()
     past = freed_slot(shop, hours_ahead=-2)
     slot = freed_slot(shop)
-    assert next_in_line(slot) is None  # only the customer who cancelled is around
     counters = offer_loop(now=NOW)
-    assert (counters["total"], counters["exhausted"]) == (1, 1)
-    assert not past.offers.exists()
+    assert (counters["total"], counters["exhausted"], counters["offered"]) == (1, 1, 0)
+    assert not past.offers.exists() and not slot.offers.exists()
+
+
+def test_a_customer_busy_at_that_time_is_not_offered_the_slot():
+    shop = make.shop()
+    slot = freed_slot(shop)
+    busy = waiting(shop, "busy", score=99)
+    waiting(shop, "free", score=10)
+    make.appointment(busy.customer, slot.starts_at + timedelta(minutes=30))  # overlaps the slot
+    offer_loop(now=NOW)
+    assert offered_to(slot) == ["free"]
 
 
 def test_expire_offers_expires_and_passes_each_freed_slot_to_exactly_one_next_customer():
     shop = make.shop()
     slots = [freed_slot(shop, hours) for hours in (10, 20, 30)]
-    for name, score in (("a", 90), ("b", 80), ("c", 70)):
+    for name, score in (("a", 90), ("b", 80), ("c", 70), ("d", 60), ("e", 50), ("f", 40)):
         waiting(shop, name, score=score)
     offer_loop(now=NOW)
     later = NOW + timedelta(minutes=16)
     counters = expire_offers(now=later)
     assert counters == {"total": 3, "expired": 3, "offered": 3, "errors": []}
+    # Each slot goes to the best customer not offered it yet; an expired offer does not bar a customer from others.
+    assert [offered_to(slot) for slot in slots] == [["a", "b"], ["b", "a"], ["c", "d"]]
     for slot in slots:
-        assert offered_to(slot) == ["a", "b"]
         assert slot.offers.filter(status=OfferStatus.PENDING).count() == 1
     assert expire_offers(now=later) == {"total": 0, "expired": 0, "offered": 0, "errors": []}
 
 
-def test_a_slot_is_never_offered_twice_to_one_customer_nor_to_two_at_once():
+def test_the_database_refuses_two_live_offers_for_a_slot_two_pending_for_a_customer_or_one_twice():
     from django.db import IntegrityError, transaction
 
     shop = make.shop()
-    slot = freed_slot(shop)
+    slot, other = freed_slot(shop), freed_slot(shop, 30)
     first, second = waiting(shop, "first"), waiting(shop, "second")
-    SlotOffer.objects.create(slot=slot, entry=first, customer=first.customer, offered_at=NOW, expires_at=NOW)
+
+    def offer(slot, entry, status="pending"):
+        return SlotOffer.objects.create(slot=slot, entry=entry, customer=entry.customer, offered_at=NOW,
+                                        expires_at=NOW, status=status)  # fmt: skip
+
+    offer(slot, first, status="accepted")
+    for forbidden in [lambda: offer(slot, second), lambda: offer(slot, second, "accepted"), lambda: offer(slot, first)]:
+        with pytest.raises(IntegrityError), transaction.atomic():
+            forbidden()  # a taken slot is never offered again, nor taken twice, nor offered twice to one customer
+    offer(other, second)
     with pytest.raises(IntegrityError), transaction.atomic():
-        SlotOffer.objects.create(slot=slot, entry=second, customer=second.customer, offered_at=NOW, expires_at=NOW)
-    SlotOffer.objects.update(status=OfferStatus.EXPIRED)
-    with pytest.raises(IntegrityError), transaction.atomic():
-        SlotOffer.objects.create(slot=slot, entry=first, customer=first.customer, offered_at=NOW, expires_at=NOW)
+        offer(freed_slot(shop, 50), second)  # a second pending offer for the same customer
 
 
-def test_accepting_books_the_slot_and_closes_the_wait_declining_passes_it_on():
-    shop = make.shop()
+def test_accepting_books_the_slot_closes_the_wait_and_withdraws_the_customers_other_offers():
+    shop, elsewhere = make.shop(), make.shop("Elsewhere")
     slot = freed_slot(shop)
     first, second = waiting(shop, "first", score=90), waiting(shop, "second", score=80)
     offer_loop(now=NOW)
@@ -133,15 +165,41 @@ def test_accepting_books_the_slot_and_closes_the_wait_declining_passes_it_on():
     second.refresh_from_db()
     assert second.closed_at == NOW
     assert Appointment.objects.filter(customer=second.customer, starts_at=slot.starts_at).exists()
-    assert offer_loop(now=NOW)["total"] == 0  # taken
-    with pytest.raises(OfferClosed):
+    assert offer_loop(now=NOW)["total"] == 0  # taken: never offered again
+    with pytest.raises(OfferClosed, match="This offer is accepted"):
         respond_to_offer(offer.pk, accept=True, now=NOW)
+    first.refresh_from_db()
     assert first.closed_at is None
+    del elsewhere
 
 
-def test_expire_offers_also_gives_a_newly_freed_slot_its_first_offer():
+def test_an_accepted_customers_other_pending_offer_is_withdrawn_and_its_slot_passed_on():
+    shop_a, shop_b = make.shop("A"), make.shop("B")
+    slot_a, slot_b = freed_slot(shop_a, 10), freed_slot(shop_b, 30)
+    both = make.customer(shop_a, "waits at both")
+    entry_a = WaitlistEntry.objects.create(shop=shop_a, customer=both)
+    WaitlistEntry.objects.create(shop=shop_b, customer=both)
+    waiting(shop_b, "next at B", score=10)
+    offer_loop(now=NOW)
+    assert offered_to(slot_a) == ["waits at both"] and offered_to(slot_b) == ["next at B"]
+    respond_to_offer(slot_a.offers.get().pk, accept=True, now=NOW)
+    entry_a.refresh_from_db()
+    assert entry_a.closed_at == NOW
+    assert SlotOffer.objects.filter(customer=both, status=OfferStatus.PENDING).count() == 0
+
+
+def test_accepting_a_slot_that_would_double_book_the_customer_is_refused_with_a_message():
     shop = make.shop()
     slot = freed_slot(shop)
-    waiting(shop, "first", score=90)
-    assert expire_offers(now=NOW) == {"total": 0, "expired": 0, "offered": 1, "errors": []}
-    assert offered_to(slot) == ["first"]
+    entry = waiting(shop, "double", score=90)
+    waiting(shop, "next", score=10)
+    offer_loop(now=NOW)
+    offer = slot.offers.get()
+    assert offer.customer_id == entry.customer_id
+    make.appointment(entry.customer, slot.starts_at)  # booked elsewhere meanwhile, same time
+    with pytest.raises(OfferConflict, match=r"already has an appointment from .* which overlaps this slot"):
+        respond_to_offer(offer.pk, accept=True, now=NOW)
+    offer.refresh_from_db()
+    assert offer.status == OfferStatus.WITHDRAWN
+    assert dict(slot.offers.values_list("customer__name", "status")) == {"double": "withdrawn", "next": "pending"}
+    assert Appointment.objects.filter(customer=entry.customer).count() == 1  # not booked

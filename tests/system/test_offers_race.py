@@ -1,0 +1,145 @@
+"""Waitlist offers under concurrency, on PostgreSQL: two expire-offers loops, an offer loop, two responders
+and a canceller, each a thread with its own connection, for 20 s with offers that expire after 1.8 s."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import traceback
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+from django.db import connections
+from django.utils import timezone
+
+from jobs.models import Status, Trigger
+from jobs.runner import run_job
+from scoring.models import Appointment, Customer, OfferStatus, Shop, SlotOffer, WaitlistEntry
+from scoring.offers import OfferError, respond_to_offer
+
+SECONDS = 20
+
+
+def seed(rng: random.Random) -> None:
+    """3 shops; 60 customers waiting, a third of them at two shops, a fifth already booked; 90 booked
+    future appointments, all in the same 3 hours, so that overlapping offers and bookings are likely."""
+    now = timezone.now()
+    shops = [Shop.objects.create(name=f"Shop {n}") for n in range(3)]
+    hours = [now.replace(minute=0, second=0, microsecond=0) + timedelta(days=2, hours=h % 3) for h in range(30)]
+    owners = [Customer.objects.create(shop=shop, name=f"owner {shop.name} {h}") for shop in shops for h in range(30)]
+    Appointment.objects.bulk_create(
+        Appointment(shop=owner.shop, customer=owner, starts_at=start, ends_at=start + timedelta(hours=1))
+        for owner, start in zip(owners, hours * 3, strict=True)
+    )
+    for n in range(60):
+        home = shops[n % 3]
+        customer = Customer.objects.create(shop=home, name=f"waiting {n}")
+        WaitlistEntry.objects.create(
+            shop=home, customer=customer, created_at=now - timedelta(minutes=rng.randrange(600))
+        )
+        if n % 3 == 0:
+            WaitlistEntry.objects.create(shop=shops[(n + 1) % 3], customer=customer)
+        if n % 5 == 0:  # already booked at one of the hours: never to be offered an overlapping slot
+            start = rng.choice(hours)
+            Appointment.objects.create(
+                shop=home, customer=customer, starts_at=start, ends_at=start + timedelta(hours=1)
+            )
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_offers_stay_correct_when_loops_and_answers_race(settings):
+    settings.OFFER_TTL_MINUTES = 0.03  # 1.8 s: offers expire while the others work
+    rng = random.Random(14)
+    seed(rng)
+    start = timezone.now()
+    stop = time.monotonic() + SECONDS
+    tally: Counter[str] = Counter()
+    crashes: list[str] = []
+
+    def forever(name: str, step: Callable[[random.Random], None]) -> Callable[[], None]:
+        def loop() -> None:
+            own = random.Random(name)
+            try:
+                while time.monotonic() < stop:
+                    try:
+                        step(own)
+                    except OfferError as error:  # an answer refused with a message: expected under races
+                        tally[f"{name}: {type(error).__name__}"] += 1
+                    except Exception:
+                        crashes.append(f"{name}: {traceback.format_exc()}")
+            finally:
+                connections.close_all()
+
+        return loop
+
+    def expire(lock_id: int) -> Callable[[random.Random], None]:
+        def step(_: random.Random) -> None:
+            run = run_job("expire-offers", {"lock_id": lock_id}, trigger=Trigger.CLI)  # own lock ids: really parallel
+            tally["expire-offers runs"] += 1
+            if run.status != Status.SUCCEEDED:
+                crashes.append(f"expire-offers run #{run.pk} {run.status}: {run.errors}")
+
+        return step
+
+    def loop(_: random.Random) -> None:
+        run = run_job("offer-loop", {"lock_id": 990303}, trigger=Trigger.CLI)
+        tally["offer-loop runs"] += 1
+        if run.status != Status.SUCCEEDED:
+            crashes.append(f"offer-loop run #{run.pk} {run.status}: {run.errors}")
+
+    def answer(accept: bool) -> Callable[[random.Random], None]:
+        def step(own: random.Random) -> None:
+            pending = list(SlotOffer.objects.filter(status=OfferStatus.PENDING).values_list("id", flat=True)[:50])
+            if pending:
+                respond_to_offer(own.choice(pending), accept=accept, now=timezone.now())
+                tally["accepted" if accept else "declined"] += 1
+            time.sleep(0.4)  # slower than the loops: some offers expire unanswered
+
+        return step
+
+    def cancel(own: random.Random) -> None:  # the shops' regulars cancel: new slots keep coming
+        regulars = Appointment.objects.filter(cancelled_at__isnull=True, customer__name__startswith="owner ")
+        if booked := list(regulars.values_list("id", flat=True)):
+            Appointment.objects.filter(id=own.choice(booked)).update(cancelled_at=timezone.now())
+            tally["cancelled"] += 1
+        time.sleep(0.2)
+
+    workers = {
+        "expire A": expire(990301), "expire B": expire(990302), "offer-loop": loop,
+        "accepting": answer(True), "declining": answer(False), "cancelling": cancel,
+    }  # fmt: skip
+    threads = [threading.Thread(target=forever(name, step), name=name) for name, step in workers.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(SECONDS + 60)
+
+    offers = list(SlotOffer.objects.values_list("slot_id", "customer_id", "status", "entry_id"))
+    print(f"{len(offers)} offers: {dict(Counter(status for _, _, status, _ in offers))}; {dict(tally)}")
+    assert crashes == [], "\n".join(crashes[:5])
+    assert tally["accepted"] > 10 and tally["declined"] > 10 and tally["expire-offers runs"] > 10
+
+    accepted = [(slot, customer, entry) for slot, customer, status, entry in offers if status == OfferStatus.ACCEPTED]
+    pending = [(slot, customer) for slot, customer, status, _ in offers if status == OfferStatus.PENDING]
+    assert not [s for s, n in Counter(slot for slot, _, _ in accepted).items() if n > 1], "a slot accepted twice"
+    assert not {slot for slot, _ in pending} & {slot for slot, _, _ in accepted}, "a taken slot still offered"
+    assert not [c for c, n in Counter(customer for _, customer in pending).items() if n > 1], "two pending offers"
+    closed = dict(WaitlistEntry.objects.values_list("id", "closed_at"))
+    assert all(closed[entry] is not None for _, _, entry in accepted), "an accepted customer still waiting"
+
+    # No overlapping bookings made through offers: each booking against the customer's other live appointments.
+    slots = dict(Appointment.objects.in_bulk([slot for slot, _, _ in accepted]).items())
+    live = defaultdict(list)
+    for customer, starts, ends, created in Appointment.objects.filter(cancelled_at__isnull=True).values_list(
+        "customer_id", "starts_at", "ends_at", "created_at"
+    ):
+        live[customer].append((starts, ends, created))
+    for slot_id, customer, _ in accepted:
+        slot = slots[slot_id]
+        same_time = [a for a in live[customer] if a[0] < slot.ends_at and a[1] > slot.starts_at]
+        assert len(same_time) <= 1, f"customer {customer} double-booked at {slot.starts_at} ({same_time})"
+    assert start < timezone.now()
