@@ -165,7 +165,7 @@ def measure_baseline(now: datetime) -> dict[str, Any]:
                         output_field=IntegerField(),
                     ),
                     rank=Coalesce("customer__score__score", Value(50)),
-                )  # fmt: skip
+                )
                 .order_by("risky", "-rank", "created_at", "id")
                 .first()
             )
