@@ -182,7 +182,7 @@ def render(slots: int, waiting: int, full: dict, tenth: dict, baseline: dict) ->
     from django import get_version
 
     with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
-        version = conn.execute("SHOW server_version").fetchone()[0]
+        version = conn.info.parameter_status("server_version")
     rows = [
         (f"offer loop, {full['open']:,} open slots", full),
         (f"offer loop, {tenth['open']:,} open slots", tenth),
