@@ -33,6 +33,7 @@ class Job:
     form: type[JobForm] = JobForm  # its parameters
     counters: tuple[str, ...] = ()  # in display order
     grace: timedelta = timedelta(hours=1)  # how late a scheduled run may start before the job is `late`
+    also: tuple[tuple[str, str], ...] = ()  # more cron calls: (schedule, query string), e.g. a weekly full pass
 
     @property
     def grace_period(self) -> timedelta:
@@ -51,6 +52,12 @@ class Job:
     @property
     def path(self) -> str:
         return f"/api/jobs/{self.name}"
+
+    @property
+    def crons(self) -> list[tuple[str, str]]:
+        """What vercel.json must hold for this job: (path, schedule) pairs."""
+        main = [(self.path, self.schedule)] if self.schedule and self.auth == "cron" else []
+        return main + [(f"{self.path}?{query}", schedule) for schedule, query in self.also]
 
     def ordered(self, counters: Mapping[str, Any]) -> dict[str, Any]:
         """Counters in the declared order; any others after them, as they came."""
@@ -82,11 +89,12 @@ def job(
     form: type[JobForm] = JobForm,
     counters: tuple[str, ...] = (),
     grace: timedelta = timedelta(hours=1),
+    also: tuple[tuple[str, str], ...] = (),
 ) -> Callable[[JobFunction], JobFunction]:
     """Declare the decorated function as a job; the function is returned unchanged."""
 
     def declare(func: JobFunction) -> JobFunction:
-        register(Job(name, lock_id, func, description, schedule, auth, form, counters, grace))
+        register(Job(name, lock_id, func, description, schedule, auth, form, counters, grace, also))
         return func
 
     return declare

@@ -10,7 +10,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from jobs.context import Context, Result
-from jobs.forms import JobForm, WholeNumberField
+from jobs.forms import JobForm, TrueFalseField, WholeNumberField
 from jobs.registry import job
 from scoring import offers, outcomes, scores
 from scoring.models import Shop
@@ -40,6 +40,10 @@ class ShopForm(JobForm):
     shop = ShopField(help_text="only this shop (UUID)")
     query_names = {"shop": "shopId"}
     scope = ("shop",)
+
+
+class RecomputeForm(ShopForm):
+    full = TrueFalseField(help_text="rescore every customer, not only those whose score may have changed")
 
 
 class LimitForm(JobForm):
@@ -81,12 +85,13 @@ def expire_offers(ctx: Context) -> Result:
     name="recompute-scores",
     lock_id=482175,
     schedule="0 2 * * *",
-    description="Recompute every customer's reliability score over the scoring window.",
-    form=ShopForm,
+    description="Rescore the customers whose appointments changed or crossed the window's edges (or all: full).",
+    form=RecomputeForm,
     counters=scores.COUNTERS,
+    also=(("0 3 * * 0", "full=1"),),  # a weekly full pass
 )
 def recompute_scores(ctx: Context) -> Result:
-    return scores.recompute_scores(ctx, shop=ctx.params["shop"])
+    return scores.recompute_scores(ctx, shop=ctx.params["shop"], full=ctx.params["full"])
 
 
 @job(

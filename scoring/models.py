@@ -67,6 +67,8 @@ class Appointment(models.Model):
         indexes = [
             # recompute-scores: one customer's window, read from the index alone.
             models.Index(fields=["customer", "starts_at", "outcome"], name="appt_customer_window"),
+            # recompute-scores: the appointments that crossed an edge of the window since the last run.
+            models.Index(fields=["starts_at"], condition=~Q(outcome="pending"), name="appt_scored_by_start"),
             # resolve-outcomes: the oldest finished appointments still pending.
             models.Index(fields=["ends_at"], condition=Q(outcome="pending"), name="appt_pending_by_end"),
             models.Index(fields=["shop", "starts_at"], name="appt_shop_start"),
@@ -117,6 +119,34 @@ class CustomerScore(models.Model):
 
     def __str__(self) -> str:
         return f"{self.customer_id}: {self.score} ({self.tier})"
+
+
+class DirtyCustomer(models.Model):
+    """A customer whose score may have changed: marked by database triggers on every write to their
+    appointments (insert, delete, a change of outcome, start or customer) and on a move to another shop,
+    whoever writes; cleared by recompute-scores in the transaction that stores the new score.
+
+    `seq` changes at every mark (PostgreSQL: a sequence), so a run clears only the marks it has seen.
+    """
+
+    customer_id = models.UUIDField(primary_key=True)
+    seq = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.customer_id} (mark {self.seq})"
+
+
+class ScoringState(models.Model):
+    """One row: what the last runs of recompute-scores left, so the next one knows what to do."""
+
+    last_now = models.DateTimeField(null=True, blank=True, help_text="`now` of the last run that finished.")
+    last_full_at = models.DateTimeField(null=True, blank=True, help_text="`now` of the last full pass that finished.")
+    window_days = models.PositiveSmallIntegerField(null=True, blank=True, help_text="The window of that full pass.")
+    rule_version = models.PositiveSmallIntegerField(null=True, blank=True, help_text="The rule of that full pass.")
+    pass_started_at = models.DateTimeField(null=True, blank=True, help_text="`now` of a full pass cut short.")
+
+    def __str__(self) -> str:
+        return f"last run at {self.last_now}, last full pass at {self.last_full_at}"
 
 
 class WaitlistEntry(models.Model):

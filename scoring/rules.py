@@ -18,6 +18,8 @@ RELIABLE_FROM = 80
 WATCH_FROM = 50
 # Ranking for slot offers: a customer without a score ranks as if they had this one; `risky` goes last.
 UNSCORED_RANK = 50
+# Any change to score_for or tier_for (and their SQL twin) must change this: the next run is then a full pass.
+RULE_VERSION = 1
 
 
 class Score(NamedTuple):

@@ -72,9 +72,17 @@ def test_a_second_run_with_the_same_now_changes_nothing():
         make.appointment(make.customer(shop), NOW - timedelta(days=i + 1), Outcome.NO_SHOW)
     first = recompute_scores(now=NOW)
     before = list(CustomerScore.objects.order_by("pk").values())
-    second = recompute_scores(now=NOW)
-    assert (first["total"], first["created"], first["updated"], first["unchanged"]) == (5, 5, 0, 0)
-    assert (second["total"], second["created"], second["updated"], second["unchanged"]) == (5, 0, 0, 5)
+    second = recompute_scores(now=NOW)  # incremental: nothing is marked
+    full = recompute_scores(now=NOW, full=True)
+    assert (first["total"], first["created"], first["updated"], first["unchanged"], first["full_pass"]) == (
+        5,
+        5,
+        0,
+        0,
+        1,
+    )
+    assert (second["total"], second["dirty"], second["changed"], second["full_pass"]) == (0, 0, 0, 0)
+    assert (full["total"], full["created"], full["updated"], full["unchanged"], full["drift"]) == (5, 0, 0, 5, 0)
     assert list(CustomerScore.objects.order_by("pk").values()) == before
 
 
@@ -93,7 +101,7 @@ def test_history_leaving_the_window_updates_the_score():
 def test_unchanged_rows_are_not_rewritten():
     customer = make.customer()
     recompute_scores(now=NOW)
-    counters = recompute_scores(now=NOW + timedelta(hours=1))
+    counters = recompute_scores(now=NOW + timedelta(hours=1), full=True)
     assert counters["unchanged"] == 1
     assert stored(customer).computed_at == NOW  # the run that last changed it
 
@@ -116,9 +124,10 @@ def test_small_batches_give_the_same_scores_as_one_batch():
     one = recompute_scores(now=NOW)
     rows = list(CustomerScore.objects.order_by("pk").values_list("pk", "score", "tier"))
     CustomerScore.objects.all().delete()
-    batched = recompute_scores(now=NOW, batch_size=2)
+    batched = recompute_scores(now=NOW, batch_size=2)  # incremental: the 7 customers without a score
     assert list(CustomerScore.objects.order_by("pk").values_list("pk", "score", "tier")) == rows
-    assert batched == one
+    same = ("total", "created", "updated", "unchanged", "remaining", "tier_new", "tier_watch", "tier_risky")
+    assert {key: batched[key] for key in same} == {key: one[key] for key in same}
 
 
 def test_the_counters_report_tiers():
@@ -130,8 +139,9 @@ def test_the_counters_report_tiers():
         make.appointment(risky, NOW - timedelta(days=day), Outcome.NO_SHOW)
     counters = recompute_scores(now=NOW)
     assert counters == {
-        "total": 3, "created": 3, "updated": 0, "unchanged": 0, "remaining": 0,
-        "tier_new": 1, "tier_reliable": 1, "tier_watch": 0, "tier_risky": 1, "errors": [],
+        "total": 3, "dirty": 2, "changed": 3, "created": 3, "updated": 0, "unchanged": 0, "drift": 0,
+        "remaining": 0, "full_pass": 1, "tier_new": 1, "tier_reliable": 1, "tier_watch": 0, "tier_risky": 1,
+        "errors": [],
     }  # fmt: skip
 
 

@@ -140,7 +140,7 @@ def test_5_parallel_manage_py_processes_run_one_at_a_time_and_are_all_recorded()
 
 @contextmanager
 def recompute_held_at(customer_id: object, env: dict[str, str]) -> Iterator[tuple[subprocess.Popen, int]]:
-    """A real `manage.py recompute_scores` held mid-run, whatever the machine's speed.
+    """A real `manage.py recompute_scores --full` held mid-run, whatever the machine's speed.
 
     Another session locks the score row of `customer_id`, so the run's upsert of that
     customer's batch waits on it: every earlier batch is written (uncommitted), no later
@@ -151,7 +151,7 @@ def recompute_held_at(customer_id: object, env: dict[str, str]) -> Iterator[tupl
     with connect_elsewhere() as blocker, connect_elsewhere() as watcher, blocker.transaction():
         blocker.execute("SELECT 1 FROM scoring_customerscore WHERE customer_id = %s FOR UPDATE", [customer_id])
         process = subprocess.Popen(
-            [sys.executable, "manage.py", "recompute_scores"], cwd=ROOT, env=env,
+            [sys.executable, "manage.py", "recompute_scores", "--full"], cwd=ROOT, env=env,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         deadline = time.monotonic() + 60

@@ -1,0 +1,172 @@
+"""Incremental recompute: the database marks who changed, and the stored scores always equal a full recompute."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from django.db import connection, transaction
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from scoring import scores
+from scoring.models import Appointment, Customer, CustomerScore, DirtyCustomer, Outcome, ScoringState
+from tests import factories as make
+from tests.factories import NOW
+from tests.helpers import outside_a_run
+
+pytestmark = pytest.mark.django_db
+FIELDS = ("customer_id", "shop_id", "score", "tier", "attended", "no_shows", "late_cancels", "cancellations",
+          "last_appointment_at", "window_days")  # fmt: skip
+
+
+def recompute(now: datetime, **kwargs) -> dict:
+    return outside_a_run(scores.recompute_scores, now, **kwargs)
+
+
+def stored() -> list[tuple]:
+    return list(CustomerScore.objects.order_by("customer_id").values_list(*FIELDS))
+
+
+def full_recompute(now: datetime) -> list[tuple]:
+    """What a full pass from nothing stores at `now`, without keeping it."""
+    with transaction.atomic():
+        CustomerScore.objects.all().delete()
+        recompute(now, full=True)
+        fresh = stored()
+        transaction.set_rollback(True)
+    return fresh
+
+
+def dirty() -> set:
+    return set(DirtyCustomer.objects.values_list("customer_id", flat=True))
+
+
+def test_the_database_marks_every_customer_whose_score_may_change_whoever_writes():
+    shop, other_shop = make.shop(), make.shop("Other")
+    ada, ben, cy = (make.customer(shop, name) for name in ("Ada", "Ben", "Cy"))
+    recompute(NOW)  # the first run is a full pass, and clears the marks
+    assert dirty() == set()
+    visit = make.appointment(ada, NOW - timedelta(days=3))  # the ORM's insert
+    assert dirty() == {ada.pk}
+    DirtyCustomer.objects.all().delete()
+    Appointment.objects.filter(pk=visit.pk).update(checked_in_at=None)  # a column the score ignores
+    assert dirty() == set()
+    with connection.cursor() as cursor:  # raw SQL, as another service would write
+        pk = Appointment._meta.get_field("id").get_db_prep_value(visit.pk, connection)
+        cursor.execute(f"UPDATE {Appointment._meta.db_table} SET outcome = 'no_show' WHERE id = %s", [pk])
+    assert dirty() == {ada.pk}
+    DirtyCustomer.objects.all().delete()
+    Appointment.objects.filter(pk=visit.pk).update(customer=ben)  # a bulk update
+    assert dirty() == {ada.pk, ben.pk}  # both the customer who lost it and the one who got it
+    DirtyCustomer.objects.all().delete()
+    Appointment.objects.filter(pk=visit.pk).delete()
+    assert dirty() == {ben.pk}
+    DirtyCustomer.objects.all().delete()
+    Customer.objects.filter(pk=cy.pk).update(shop=other_shop)  # a move to another shop
+    assert dirty() == {cy.pk}
+
+
+def test_an_incremental_run_rescores_only_the_marked_and_clears_their_marks():
+    shop = make.shop()
+    customers = [make.customer(shop, f"c{n}") for n in range(10)]
+    recompute(NOW)
+    make.appointment(customers[3], NOW - timedelta(days=1), Outcome.NO_SHOW)
+    counters = recompute(NOW + timedelta(hours=1))
+    assert (counters["full_pass"], counters["dirty"], counters["total"], counters["changed"]) == (0, 1, 1, 1)
+    assert dirty() == set()
+    assert stored() == full_recompute(NOW + timedelta(hours=1))
+
+
+def test_the_window_slides_without_a_mark():
+    customer = make.customer()
+    make.appointment(customer, NOW - timedelta(days=179), Outcome.NO_SHOW)  # leaves the window in a day
+    make.appointment(customer, NOW + timedelta(hours=12), Outcome.ATTENDED)  # enters it (resolved ahead)
+    recompute(NOW)
+    DirtyCustomer.objects.all().delete()
+    later = NOW + timedelta(days=2)
+    counters = recompute(later)
+    assert (counters["dirty"], counters["changed"]) == (1, 1)
+    assert stored() == full_recompute(later)
+    assert (CustomerScore.objects.get().attended, CustomerScore.objects.get().no_shows) == (1, 0)
+
+
+def test_a_full_pass_runs_by_itself_when_there_was_none_or_the_window_or_rule_changed(settings, monkeypatch):
+    make.customer()
+    assert recompute(NOW)["full_pass"] == 1  # none yet
+    assert recompute(NOW)["full_pass"] == 0
+    settings.RECOMPUTE_SCORES_WINDOW_DAYS = 90
+    assert recompute(NOW)["full_pass"] == 1  # the window changed
+    assert recompute(NOW)["full_pass"] == 0
+    monkeypatch.setattr(scores.rules, "RULE_VERSION", scores.rules.RULE_VERSION + 1)
+    assert recompute(NOW)["full_pass"] == 1  # the rule changed
+    assert ScoringState.objects.get().rule_version == scores.rules.RULE_VERSION
+
+
+def test_a_full_pass_reports_drift_naming_the_customers_nothing_marked():
+    customer = make.customer()
+    recompute(NOW)
+    CustomerScore.objects.filter(customer=customer).update(score=7)  # a write that escaped the triggers
+    counters = recompute(NOW, full=True)
+    assert counters["drift"] == 1
+    assert counters["errors"] == [f"drift: 1 stored scores differed although nothing marked them: {customer.pk}"]
+    assert stored() == full_recompute(NOW)
+
+
+def consistent(outcome: Outcome, visit: Appointment) -> dict:
+    """An outcome with the times its constraints need (as tests.factories.appointment sets them)."""
+    cancelled = outcome in (Outcome.LATE_CANCEL, Outcome.CANCELLED)
+    return {
+        "outcome": outcome,
+        "cancelled_at": visit.starts_at - timedelta(hours=2 if outcome == Outcome.LATE_CANCEL else 48)
+        if cancelled
+        else None,
+        "resolved_at": None if outcome == Outcome.PENDING else visit.ends_at,
+    }
+
+
+near_an_edge = st.sampled_from([-180 * 24, 0]).flatmap(lambda edge: st.integers(edge - 30 * 24, edge + 10 * 24))
+changes = st.one_of(
+    # appointments near either edge of the window, so that the runs' `now` moves them across
+    st.tuples(st.just("insert"), st.integers(0, 19), near_an_edge, st.sampled_from(list(Outcome))),
+    st.tuples(st.just("outcome"), st.integers(0, 50), st.sampled_from(list(Outcome))),
+    st.tuples(st.just("reassign"), st.integers(0, 50), st.integers(0, 19)),
+    st.tuples(st.just("move"), st.integers(0, 19), st.integers(0, 1)),
+    st.tuples(st.just("delete"), st.integers(0, 50)),
+)
+# Rounds of a few changes, each followed by a run some hours or days later (with batches of 1, 7 or all).
+rounds = st.lists(
+    st.tuples(st.lists(changes, max_size=3), st.integers(0, 20 * 24), st.sampled_from([1, 7, 1000])),
+    min_size=2,
+    max_size=8,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rounds=rounds)
+def test_whatever_the_changes_and_runs_the_stored_scores_equal_a_full_recompute(rounds):
+    with transaction.atomic():
+        shops = [make.shop("A"), make.shop("B")]
+        people = [make.customer(shops[n % 2], f"c{n}") for n in range(20)]  # most unmarked in any round
+        now = NOW
+        recompute(now)
+        for steps, hours, batch_size in rounds:
+            for step in steps:
+                visits = list(Appointment.objects.order_by("id"))
+                match step:
+                    case ("insert", who, offset, outcome):
+                        make.appointment(people[who], now + timedelta(hours=offset), outcome)
+                    case ("outcome", n, outcome) if visits:
+                        visit = visits[n % len(visits)]
+                        Appointment.objects.filter(pk=visit.pk).update(**consistent(outcome, visit))
+                    case ("reassign", n, who) if visits:
+                        Appointment.objects.filter(pk=visits[n % len(visits)].pk).update(customer=people[who])
+                    case ("move", who, shop):
+                        Customer.objects.filter(pk=people[who].pk).update(shop=shops[shop])
+                    case ("delete", n) if visits:
+                        Appointment.objects.filter(pk=visits[n % len(visits)].pk).delete()
+            now += timedelta(hours=hours)  # across the window's edges, and sometimes not at all
+            counters = recompute(now, batch_size=batch_size)
+            assert counters["errors"] == [] and counters["remaining"] == 0
+            assert stored() == full_recompute(now)
+        transaction.set_rollback(True)
