@@ -86,11 +86,15 @@ def main() -> None:
     now = jobs[-1]["now"]
     naive = measure_naive(url, now, args.naive_sample, n)
     http = measure_http(env, args.requests)
+    print("a day of activity, then an incremental run", flush=True)
+    incremental = measure_incremental(url, env)
+    shapes = sorted({min(10_000, n), min(100_000, n)})  # 10 appointments per customer, and 1
+    triggers = [measure_triggers(url, max(args.repeat, 5), customers) for customers in shapes]
 
-    report = render(n, job, floor, naive, http, args.repeat)
+    report = render(n, job, floor, naive, http, args.repeat) + render_incremental(job, incremental, triggers)
     print(report)
     save(args.out, n, report)
-    print(f"written to {args.out.relative_to(ROOT)}")
+    print(f"written to {args.out}")
 
 
 def clear_scores(url: str) -> None:
@@ -198,17 +202,23 @@ django.setup()
 from jobs.models import Trigger
 from jobs.runner import run_job
 started = time.perf_counter()
-run = run_job("recompute-scores", trigger=Trigger.CLI, origin="bench")
+import os
+run = run_job("recompute-scores", json.loads(os.environ.get("BENCH_PARAMS", "{}")), trigger=Trigger.CLI, origin="bench")
 print(json.dumps({"seconds": time.perf_counter() - started, "status": run.status,
-                  "now": run.params["now"], "total": run.counters.get("total"),
+                  "now": run.params["now"], "total": run.counters.get("total"), "counters": run.counters,
                   "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """
 
 
-def measure_job(env: dict[str, str]) -> dict[str, Any]:
+def measure_job(env: dict[str, str], *, full: bool = True) -> dict[str, Any]:
     """The job through the runner, timed end to end (ledger writes and commit included),
-    in a process of its own so that its peak RSS is the job's."""
-    result = json.loads(run([sys.executable, "-c", JOB], {**env, "DJANGO_SETTINGS_MODULE": "project.settings"}).stdout)
+    in a process of its own so that its peak RSS is the job's. A full pass, unless `full` is False."""
+    params = json.dumps({"full": full})
+    result = json.loads(
+        run(
+            [sys.executable, "-c", JOB], {**env, "DJANGO_SETTINGS_MODULE": "project.settings", "BENCH_PARAMS": params}
+        ).stdout
+    )
     if result["status"] != "succeeded":
         sys.exit(f"the job did not succeed: {result}")
     return {
@@ -216,17 +226,102 @@ def measure_job(env: dict[str, str]) -> dict[str, Any]:
         "rss_mb": result["rss_kb"] / 1024,
         "now": datetime.fromisoformat(result["now"]),
         "rows": result["total"],
+        "counters": result["counters"],
     }
 
 
-def fingerprint(url: str) -> str:
+def fingerprint(url: str, *, with_time: bool = True) -> str:
+    """An md5 of every score row; `computed_at` (the run that last changed the row) left out on request."""
+    computed_at = ", computed_at" if with_time else ""
     with psycopg.connect(url) as conn:
         row = conn.execute(
             "SELECT md5(string_agg(concat_ws(',', customer_id, shop_id, score, tier, attended, no_shows, "
-            "late_cancels, cancellations, last_appointment_at, window_days, computed_at), ';' "
+            f"late_cancels, cancellations, last_appointment_at, window_days{computed_at}), ';' "
             "ORDER BY customer_id)) FROM scoring_customerscore"
         ).fetchone()
     return str(row[0] if row else "")
+
+
+ACTIVITY = [
+    # a third of the day's customers booked, came and were resolved yesterday
+    """
+    INSERT INTO scoring_appointment (id, shop_id, customer_id, starts_at, ends_at, checked_in_at, outcome,
+                                     resolved_at, created_at)
+    SELECT gen_random_uuid(), shop_id, id, %(yesterday)s, %(yesterday)s + interval '1 hour', %(yesterday)s,
+           'attended', %(yesterday)s + interval '2 hours', %(yesterday)s
+    FROM scoring_customer TABLESAMPLE BERNOULLI (%(third)s) REPEATABLE (1)
+    """,
+    # two thirds had an outcome corrected (attended <-> no-show)
+    """
+    UPDATE scoring_appointment SET outcome = CASE outcome WHEN 'attended' THEN 'no_show' ELSE 'attended' END
+    WHERE id IN (
+        SELECT DISTINCT ON (a.customer_id) a.id
+        FROM scoring_appointment a
+        JOIN (SELECT id FROM scoring_customer TABLESAMPLE BERNOULLI (%(two_thirds)s) REPEATABLE (2)) c
+          ON c.id = a.customer_id
+        WHERE a.outcome IN ('attended', 'no_show') AND a.starts_at >= %(start)s
+        ORDER BY a.customer_id, a.starts_at DESC
+    )
+    """,
+]
+
+
+def measure_incremental(url: str, env: dict[str, str]) -> dict[str, Any]:
+    """A day of activity on 1% of the customers, and the window moving a day, then an incremental run.
+
+    The state of the last run is moved back a day, as if the full pass had run yesterday: the
+    incremental run then takes every customer whose appointments crossed an edge in that day.
+    Its scores must equal, row for row, a full pass from nothing at the same `now`.
+    """
+    from django.conf import settings
+
+    clear_scores(url)
+    measure_job(env)  # the full pass of the night before
+    now = datetime.now(UTC)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE scoring_scoringstate SET last_now = last_now - interval '1 day'")
+        for statement in ACTIVITY:
+            conn.execute(statement, {
+                "yesterday": now - timedelta(days=1), "third": 1 / 3, "two_thirds": 2 / 3,
+                "start": now - timedelta(days=settings.RECOMPUTE_SCORES_WINDOW_DAYS),
+            })  # fmt: skip
+        marked = conn.execute("SELECT count(*) FROM scoring_dirtycustomer").fetchone()
+        conn.execute("CHECKPOINT")
+    incremental = measure_job(env, full=False)
+    kept = fingerprint(url, with_time=False)
+    clear_scores(url)
+    measure_floor(url, incremental["now"])
+    if fingerprint(url, with_time=False) != kept:
+        sys.exit("the incremental run's scores differ from a full recompute at the same now")
+    return {**incremental, "marked": marked[0] if marked else 0}
+
+
+BULK_INSERT = """
+INSERT INTO scoring_appointment (id, shop_id, customer_id, starts_at, ends_at, outcome, resolved_at, created_at)
+SELECT gen_random_uuid(), shop_id, id, %(when)s - k * interval '1 day',
+       %(when)s - k * interval '1 day' + interval '1 hour', 'no_show', %(when)s, %(when)s
+FROM (SELECT id, shop_id FROM scoring_customer ORDER BY id LIMIT %(customers)s) c,
+     generate_series(1, 100000 / %(customers)s) k
+"""
+
+
+def measure_triggers(url: str, repeat: int, customers: int) -> dict[str, float]:
+    """A bulk insert of 100,000 appointments for `customers` customers, with the triggers and without
+    them; median of `repeat` each, alternating, each rolled back."""
+    with_triggers: list[float] = []
+    without: list[float] = []
+    when = datetime.now(UTC) - timedelta(days=3)
+    with psycopg.connect(url) as conn:
+        for _ in range(repeat):
+            for disabled, times in ((False, with_triggers), (True, without)):
+                if disabled:
+                    conn.execute("ALTER TABLE scoring_appointment DISABLE TRIGGER USER")
+                started = time.perf_counter()
+                rows = conn.execute(BULK_INSERT, {"when": when, "customers": customers}).rowcount
+                times.append(time.perf_counter() - started)
+                conn.rollback()
+    return {"with": statistics.median(with_triggers), "without": statistics.median(without), "customers": customers,
+            "rows": rows}  # fmt: skip
 
 
 FLOOR = """
@@ -425,6 +520,41 @@ def render(n: int, job: dict, floor: dict, naive: dict, http: dict, repeat: int)
         "",
     ]
     return "\n".join(lines)
+
+
+def render_incremental(job: dict, incremental: dict, triggers: list[dict]) -> str:
+    counters = incremental["counters"]
+    return "\n".join(
+        [
+            "",
+            "## Incremental recompute",
+            "",
+            "| method | wall s | time / full pass |",
+            "|---|---:|---:|",
+            f"| full pass from empty (the job above) | {job['seconds']:.2f} | 1.00 |",
+            f"| incremental run after a day of activity | {incremental['seconds']:.2f} | "
+            f"{incremental['seconds'] / job['seconds']:.3f} (1/{job['seconds'] / incremental['seconds']:.0f}) |",
+            "",
+            f"The day: a new resolved appointment for a third of 1 % of the customers and a corrected outcome for "
+            f"two thirds of 1 %, marking {incremental['marked']:,} customers, and the window moved one day. The run "
+            f"rescored {counters['total']:,} customers (`dirty` {counters['dirty']:,}, "
+            f"`changed` {counters['changed']:,}); "
+            "its scores equal, row for row, a full recompute from nothing at the same `now`.",
+            "",
+            "| bulk insert | without the triggers, s | with them, s | trigger overhead |",
+            "|---|---:|---:|---:|",
+            *(
+                f"| {t['rows']:,} appointments of {t['customers']:,} customers | {t['without']:.3f} | {t['with']:.3f} | "
+                f"{t['with'] / t['without'] - 1:+.1%} |"
+                for t in triggers
+            ),
+            "",
+            "Medians of alternating runs, each rolled back. The triggers are statement-level: one extra "
+            "INSERT ... SELECT DISTINCT per statement, whatever its number of rows, whose cost is one row of "
+            "`scoring_dirtycustomer` per customer touched.",
+            "",
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -126,7 +126,8 @@ class DirtyCustomer(models.Model):
     appointments (insert, delete, a change of outcome, start or customer) and on a move to another shop,
     whoever writes; cleared by recompute-scores in the transaction that stores the new score.
 
-    `seq` changes at every mark (PostgreSQL: a sequence), so a run clears only the marks it has seen.
+    `seq` changes at every mark (PostgreSQL: a sequence value per marking statement), so a run clears
+    only the marks it has seen.
     """
 
     customer_id = models.UUIDField(primary_key=True)

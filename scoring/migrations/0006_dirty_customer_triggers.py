@@ -11,28 +11,27 @@ POSTGRESQL = """
 CREATE SEQUENCE scoring_dirty_seq;
 
 CREATE FUNCTION scoring_mark_dirty() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    mark bigint := nextval('scoring_dirty_seq');  -- one new value per statement: enough to tell marks apart
 BEGIN
     IF TG_TABLE_NAME = 'scoring_customer' THEN
         INSERT INTO scoring_dirtycustomer (customer_id, seq)
-            SELECT n.id, nextval('scoring_dirty_seq') FROM new_rows n JOIN old_rows o ON o.id = n.id
+            SELECT n.id, mark FROM new_rows n JOIN old_rows o ON o.id = n.id
             WHERE o.shop_id IS DISTINCT FROM n.shop_id
         ON CONFLICT (customer_id) DO UPDATE SET seq = EXCLUDED.seq;
     ELSIF TG_OP = 'INSERT' THEN
         INSERT INTO scoring_dirtycustomer (customer_id, seq)
-            SELECT customer_id, nextval('scoring_dirty_seq') FROM (SELECT DISTINCT customer_id FROM new_rows) n
+            SELECT DISTINCT customer_id, mark FROM new_rows
         ON CONFLICT (customer_id) DO UPDATE SET seq = EXCLUDED.seq;
     ELSIF TG_OP = 'DELETE' THEN
         INSERT INTO scoring_dirtycustomer (customer_id, seq)
-            SELECT customer_id, nextval('scoring_dirty_seq') FROM (SELECT DISTINCT customer_id FROM old_rows) o
+            SELECT DISTINCT customer_id, mark FROM old_rows
         ON CONFLICT (customer_id) DO UPDATE SET seq = EXCLUDED.seq;
     ELSE  -- an UPDATE: the customers of the rows whose outcome, start or customer changed, before and after
         INSERT INTO scoring_dirtycustomer (customer_id, seq)
-            SELECT customer_id, nextval('scoring_dirty_seq') FROM (
-                SELECT unnest(ARRAY[o.customer_id, n.customer_id]) AS customer_id
-                FROM new_rows n JOIN old_rows o ON o.id = n.id
-                WHERE (o.outcome, o.starts_at, o.customer_id) IS DISTINCT FROM (n.outcome, n.starts_at, n.customer_id)
-                GROUP BY 1
-            ) changed
+            SELECT DISTINCT unnest(ARRAY[o.customer_id, n.customer_id]), mark
+            FROM new_rows n JOIN old_rows o ON o.id = n.id
+            WHERE (o.outcome, o.starts_at, o.customer_id) IS DISTINCT FROM (n.outcome, n.starts_at, n.customer_id)
         ON CONFLICT (customer_id) DO UPDATE SET seq = EXCLUDED.seq;
     END IF;
     RETURN NULL;
