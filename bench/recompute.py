@@ -544,8 +544,8 @@ def render_incremental(job: dict, incremental: dict, triggers: list[dict]) -> st
             "| bulk insert | without the triggers, s | with them, s | trigger overhead |",
             "|---|---:|---:|---:|",
             *(
-                f"| {t['rows']:,} appointments of {t['customers']:,} customers | {t['without']:.3f} | {t['with']:.3f} | "
-                f"{t['with'] / t['without'] - 1:+.1%} |"
+                f"| {t['rows']:,} appointments of {t['customers']:,} customers | {t['without']:.3f} | "
+                f"{t['with']:.3f} | {t['with'] / t['without'] - 1:+.1%} |"
                 for t in triggers
             ),
             "",
