@@ -203,22 +203,25 @@ from jobs.models import Trigger
 from jobs.runner import run_job
 started = time.perf_counter()
 import os
-run = run_job("recompute-scores", json.loads(os.environ.get("BENCH_PARAMS", "{}")), trigger=Trigger.CLI, origin="bench")
+from datetime import timedelta
+import time_machine
+from django.utils import timezone
+ahead, params = float(os.environ.get("BENCH_DAYS_AHEAD", "0")), json.loads(os.environ.get("BENCH_PARAMS", "{}"))
+with time_machine.travel(timezone.now() + timedelta(days=ahead), tick=True):
+    run = run_job("recompute-scores", params, trigger=Trigger.CLI, origin="bench")
 print(json.dumps({"seconds": time.perf_counter() - started, "status": run.status,
                   "now": run.params["now"], "total": run.counters.get("total"), "counters": run.counters,
                   "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """
 
 
-def measure_job(env: dict[str, str], *, full: bool = True) -> dict[str, Any]:
-    """The job through the runner, timed end to end (ledger writes and commit included),
-    in a process of its own so that its peak RSS is the job's. A full pass, unless `full` is False."""
-    params = json.dumps({"full": full})
-    result = json.loads(
-        run(
-            [sys.executable, "-c", JOB], {**env, "DJANGO_SETTINGS_MODULE": "project.settings", "BENCH_PARAMS": params}
-        ).stdout
-    )
+def measure_job(env: dict[str, str], *, full: bool = True, days_ahead: int = 0) -> dict[str, Any]:
+    """The job through the runner, timed end to end (ledger writes and commit included), in a process
+    of its own so that its peak RSS is the job's. A full pass, unless `full` is False; its clock moved
+    `days_ahead` days on (time-machine), so that the window really slides."""
+    extra = {"BENCH_PARAMS": json.dumps({"full": full}), "BENCH_DAYS_AHEAD": str(days_ahead)}
+    command = [sys.executable, "-c", JOB]
+    result = json.loads(run(command, {**env, "DJANGO_SETTINGS_MODULE": "project.settings", **extra}).stdout)
     if result["status"] != "succeeded":
         sys.exit(f"the job did not succeed: {result}")
     return {
@@ -269,9 +272,10 @@ ACTIVITY = [
 def measure_incremental(url: str, env: dict[str, str]) -> dict[str, Any]:
     """A day of activity on 1% of the customers, and the window moving a day, then an incremental run.
 
-    The state of the last run is moved back a day, as if the full pass had run yesterday: the
-    incremental run then takes every customer whose appointments crossed an edge in that day.
-    Its scores must equal, row for row, a full pass from nothing at the same `now`.
+    The incremental run's clock is a day after the full pass's (time-machine), so the window really
+    slides a day and every customer with an appointment that crossed an edge that day is rescored.
+    Autovacuum would have run during the day: the tables are vacuumed before the run. Its scores
+    must equal, row for row, a full pass from nothing at the same `now`.
     """
     from django.conf import settings
 
@@ -279,15 +283,15 @@ def measure_incremental(url: str, env: dict[str, str]) -> dict[str, Any]:
     measure_job(env)  # the full pass of the night before
     now = datetime.now(UTC)
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("UPDATE scoring_scoringstate SET last_now = last_now - interval '1 day'")
         for statement in ACTIVITY:
             conn.execute(statement, {
-                "yesterday": now - timedelta(days=1), "third": 1 / 3, "two_thirds": 2 / 3,
+                "yesterday": now, "third": 1 / 3, "two_thirds": 2 / 3,
                 "start": now - timedelta(days=settings.RECOMPUTE_SCORES_WINDOW_DAYS),
             })  # fmt: skip
         marked = conn.execute("SELECT count(*) FROM scoring_dirtycustomer").fetchone()
+        conn.execute("VACUUM ANALYZE")
         conn.execute("CHECKPOINT")
-    incremental = measure_job(env, full=False)
+    incremental = measure_job(env, full=False, days_ahead=1)
     kept = fingerprint(url, with_time=False)
     clear_scores(url)
     measure_floor(url, incremental["now"])

@@ -97,7 +97,7 @@ class JobRunAdmin(admin.ModelAdmin):
     list_per_page = 50
     show_full_result_count = False
     fields = [
-        "status_badge", "why", "job", "scope", "trigger", "triggered_by", "started_at", "finished_at", "took",
+        "status_badge", "why", "job", "scope", "trigger", "triggered_by", "started", "finished", "took",
         "lock_id", "params_table", "counters_table", "errors_list", "traceback_text", "neighbours",
     ]  # fmt: skip
 
@@ -142,6 +142,10 @@ class JobRunAdmin(admin.ModelAdmin):
     @admin.display(description="started", ordering="started_at")
     def started(self, obj: JobRun) -> str:
         return timestamp(obj.started_at)
+
+    @admin.display(description="finished")
+    def finished(self, obj: JobRun) -> str:
+        return timestamp(obj.finished_at)
 
     @admin.display(description="duration", ordering="duration_ms")
     def took(self, obj: JobRun) -> str:

@@ -97,7 +97,7 @@ def decide(
         text = recovery_text(job, state, current, now)
         changes = {"verdict": OK, "opened_at": None, "notified_at": now, "undelivered": {}}
         return _message("recovered", job, OK, state.verdict, current, text), changes, channels
-    elif state.notified_at and now - state.notified_at >= timedelta(hours=settings.JOBS_ALERT_REPEAT_HOURS):
+    elif bad and state.notified_at and now - state.notified_at >= timedelta(hours=settings.JOBS_ALERT_REPEAT_HOURS):
         since = f"{state.opened_at:%Y-%m-%d %H:%M} UTC, {ago(now - state.opened_at)}" if state.opened_at else "?"
         text = f"{job.name} is still {bad or state.verdict} (since {since}): {current.note}"
         changes = {"notified_at": now, "undelivered": {}}
@@ -115,9 +115,10 @@ def _bad(job: Job, current: JobHealth) -> tuple[str, datetime | None]:
         since_success = real_runs(job).filter(status__in=FINISHED)
         if current.last_success is not None:
             since_success = since_success.filter(started_at__gt=current.last_success.started_at)
-        failures = list(since_success.values_list("started_at", flat=True))
-        if len(failures) >= settings.JOBS_ALERT_AFTER_FAILURES:
-            return "failing", failures[-1]  # the incident began with the first of them
+        threshold = settings.JOBS_ALERT_AFTER_FAILURES
+        if since_success[:threshold].count() >= threshold:  # bounded: never more than the threshold's rows
+            first = since_success.order_by("started_at").values_list("started_at", flat=True).first()
+            return "failing", first  # the incident began with the first of them
     if not current.late:
         return "", None
     last_arrival = current.last_run.started_at if current.last_run else current.expected_at
@@ -150,6 +151,8 @@ def missed_runs(job: Job, start: datetime, end: datetime, arrivals: list[datetim
         if fire >= end:
             break
         fires.append(fire)
+    if not fires:
+        return 0
     slots = zip(fires, [*fires[1:], end], strict=True)
     return sum(not any(fire <= arrived < until for arrived in arrivals) for fire, until in slots)
 

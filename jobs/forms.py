@@ -123,8 +123,8 @@ def clean(job_name: str, form: type[JobForm], data: Mapping[str, Any]) -> dict[s
     bound = form(data)
     if not bound.is_valid():
         errors = bound.errors.as_data()
-        name = next(name for name in form.parameters() if name in errors)
-        error = errors[name][0]
+        name = next((name for name in form.parameters() if name in errors), "params")  # else a form-wide error
+        error = (errors.get(name) or next(iter(errors.values())))[0]
         raise ParamError(name, error.messages[0], status=404 if error.code == "not_found" else 400)
     return bound.cleaned_data
 

@@ -67,7 +67,7 @@ def health(job: Job, now: datetime) -> JobHealth:
 
 def out_of_time(run: JobRun) -> bool:
     """A partial run that did all it could and stopped on its time budget (the next run resumes)."""
-    return run.status == Status.PARTIAL and not run.errors and bool(run.counters.get("resume_after"))
+    return run.status == Status.PARTIAL and not run.errors and bool(run.counters.get("remaining"))
 
 
 def reason(run: JobRun) -> str:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
@@ -71,10 +71,13 @@ def hold(lock_id: int, owner: str = "") -> Iterator[Lock]:
     if connection.vendor == "postgresql":
         with transaction.atomic(durable=True), connection.cursor() as cursor:
             cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [lock_id])
-            yield Lock(lock_id, held=bool(cursor.fetchone()[0]))
+            held = bool(cursor.fetchone()[0])
+            if held:  # name this session for as long as it holds the lock, so a run that finds it taken can say by whom
+                cursor.execute("SELECT set_config('application_name', %s, true)", [owner[:63]])
+            yield Lock(lock_id, held=held, holder=None if held else _holder(cursor, lock_id))
     else:
-        with lease(lock_id, owner) as held:
-            yield held
+        with lease(lock_id, owner) as taken:
+            yield taken
 
 
 @contextmanager
@@ -90,6 +93,18 @@ def lease(lock_id: int, owner: str = "") -> Iterator[Lock]:
         yield Lock(lock_id, held=True, owner=token)
     finally:
         retrying(lambda: release_lease(lock_id, token))
+
+
+def _holder(cursor: Any, lock_id: int) -> str | None:
+    """The application name of the session holding an advisory lock, if the lock is still held."""
+    key = lock_id & 0xFFFFFFFFFFFFFFFF  # a bigint key shows in pg_locks as two unsigned halves
+    cursor.execute(
+        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s AND l.objsubid = 1",
+        [key >> 32, key & 0xFFFFFFFF],
+    )
+    row = cursor.fetchone()
+    return row[0] if row else None
 
 
 def take_lease(lock_id: int, owner: str, ttl: timedelta) -> bool:

@@ -120,13 +120,10 @@ def _run(job: Job, params: dict[str, Any], trigger: Trigger, user: User | Anonym
 
 
 def _held_by(run: JobRun, holder: str | None) -> str:
-    """Who holds the lock: one of our runs (the lease's owner, or the newest running run), or someone else."""
+    """Who holds the lock: one of our runs (it names itself in the lease, or as its session's
+    application_name on PostgreSQL), or another session."""
     if holder and holder.startswith("run #"):
         return " ".join(holder.split()[:2])
-    if holder is None:
-        running = JobRun.objects.filter(lock_id=run.lock_id, status=Status.RUNNING, id__lt=run.pk)
-        if last := running.order_by("-id").values_list("pk", flat=True).first():
-            return f"run #{last}"
     return "another database session"
 
 

@@ -51,7 +51,7 @@ def run(request: HttpRequest, name: str) -> JsonResponse:
         params = clean(job.name, job.form, given)
         run = run_job(job, params, trigger=Trigger.INTERNAL if internal else Trigger.CRON, origin=caller(request))
     except ParamError as error:
-        param = query[error.param]
+        param = query.get(error.param, error.param)
         return answer({"error": f"{param}: {error.message}", "param": param}, error.status)
     except (OperationalError, InterfaceError):
         logger.exception("database unavailable for job %s", job.name)

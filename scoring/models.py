@@ -145,6 +145,7 @@ class ScoringState(models.Model):
     window_days = models.PositiveSmallIntegerField(null=True, blank=True, help_text="The window of that full pass.")
     rule_version = models.PositiveSmallIntegerField(null=True, blank=True, help_text="The rule of that full pass.")
     pass_started_at = models.DateTimeField(null=True, blank=True, help_text="`now` of a full pass cut short.")
+    pass_after = models.UUIDField(null=True, blank=True, help_text="The last customer that pass scored.")
 
     def __str__(self) -> str:
         return f"last run at {self.last_now}, last full pass at {self.last_full_at}"

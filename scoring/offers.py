@@ -187,11 +187,11 @@ def expire_offers(ctx: Context, *, limit: int) -> Result:
 def respond_to_offer(offer_id: uuid.UUID, *, accept: bool, now: datetime) -> SlotOffer:
     """A customer's answer, recorded in one transaction; raises OfferError saying why it cannot be.
 
-    Accepting books the customer into the slot, closes their wait and withdraws their other
-    pending offers, unless they already have an appointment at that time: then the offer is
-    withdrawn and OfferConflict says so. Declining passes the slot on. Slots given up either way
-    go to the next in line at once. The offer's row is locked first, so two answers, or an answer
-    and an expiry, cannot both be recorded.
+    Accepting books the customer into the slot and closes their wait at that shop, unless they no
+    longer wait there or already have an appointment at that time: then the offer is withdrawn,
+    passed on, and OfferClosed or OfferConflict says why. Declining passes the slot on at once. The
+    offer's row is locked first, so two answers, or an answer and an expiry, cannot both be recorded.
+    (A customer never holds a second pending offer to withdraw: the database allows only one.)
     """
     with transaction.atomic():
         offer = SlotOffer.objects.select_for_update().select_related("slot").filter(pk=offer_id).first()
@@ -200,21 +200,29 @@ def respond_to_offer(offer_id: uuid.UUID, *, accept: bool, now: datetime) -> Slo
         if offer.status != OfferStatus.PENDING or offer.expires_at <= now:
             state = offer.status if offer.status != OfferStatus.PENDING else "expired"
             raise OfferClosed(f"This offer is {state}: nothing was recorded.")
-        clash = _clash(offer) if accept else None
-        if accept and clash is None:
-            freed = _accept(offer, now)
+        refused = _refusal(offer) if accept else None
+        if accept and refused is None:
+            _accept(offer, now)
         else:
             offer.status = OfferStatus.WITHDRAWN if accept else OfferStatus.DECLINED
             offer.responded_at = now
             offer.save(update_fields=["status", "responded_at"])
-            freed = [offer.slot_id]
-        offer_open_slots(now, limit=len(freed), slots=_open_slots(now).filter(id__in=freed))
-    if clash is not None:
-        raise OfferConflict(
+            offer_open_slots(now, limit=1, slots=_open_slots(now).filter(id=offer.slot_id))
+    if refused is not None:
+        raise refused
+    return offer
+
+
+def _refusal(offer: SlotOffer) -> OfferError | None:
+    """Why the customer cannot take this slot now, if they cannot."""
+    if WaitlistEntry.objects.filter(pk=offer.entry_id, closed_at__isnull=False).exists():
+        return OfferClosed("The customer no longer waits at this shop: the offer was withdrawn and passed on.")
+    if clash := _clash(offer):
+        return OfferConflict(
             f"The customer already has an appointment from {clash.starts_at:%Y-%m-%d %H:%M} to "
             f"{clash.ends_at:%H:%M} UTC, which overlaps this slot: the offer was withdrawn and passed on."
         )
-    return offer
+    return None
 
 
 def _clash(offer: SlotOffer) -> Appointment | None:
@@ -231,8 +239,8 @@ def _clash(offer: SlotOffer) -> Appointment | None:
     )
 
 
-def _accept(offer: SlotOffer, now: datetime) -> list[uuid.UUID]:
-    """Book, close the wait, withdraw the customer's other pending offers; return the slots given up."""
+def _accept(offer: SlotOffer, now: datetime) -> None:
+    """Book the slot and close the customer's wait at that shop."""
     offer.status, offer.responded_at = OfferStatus.ACCEPTED, now
     offer.save(update_fields=["status", "responded_at"])
     Appointment.objects.create(
@@ -242,7 +250,3 @@ def _accept(offer: SlotOffer, now: datetime) -> list[uuid.UUID]:
         ends_at=offer.slot.ends_at,
     )
     WaitlistEntry.objects.filter(pk=offer.entry_id).update(closed_at=now)
-    others = SlotOffer.objects.filter(customer_id=offer.customer_id, status=OfferStatus.PENDING).exclude(pk=offer.pk)
-    freed = list(others.values_list("slot_id", flat=True))
-    others.update(status=OfferStatus.WITHDRAWN, responded_at=now)
-    return freed

@@ -1,8 +1,8 @@
 """recompute-scores: every customer's score over the window, computed in the database.
 
 Incremental by default: a run rescores only the customers whose score may have changed since the
-last run (marked dirty by database triggers on their appointments, scoring.models.DirtyCustomer),
-those with an appointment that crossed an edge of the window since then, and those without a score.
+last run (marked dirty by database triggers on their appointments, and new customers,
+scoring.models.DirtyCustomer), and those with an appointment that crossed an edge of the window since then.
 A full pass rescores everyone: on demand (`full`), and by itself when there has been none yet, or
 when the window or the rule changed since the last one; it also reports `drift`, stored scores that
 differed from a fresh computation although nothing had marked them (always 0 unless a write
@@ -41,6 +41,7 @@ class Tally:
 
     total: int = 0
     changed: int = 0
+    created: int = 0
     failed: int = 0
     drifted: list[uuid.UUID] | None = None
 
@@ -58,22 +59,23 @@ def recompute_scores(
     """
     batch_size = batch_size or settings.RECOMPUTE_SCORES_BATCH_SIZE
     scores = CustomerScore.objects.all() if shop is None else CustomerScore.objects.filter(customer__shop_id=shop)
-    existing = scores.count()
     state = ScoringState.objects.first() or ScoringState()
     window = settings.RECOMPUTE_SCORES_WINDOW_DAYS
     stale = state.last_full_at is None or (state.window_days, state.rule_version) != (window, rules.RULE_VERSION)
-    full_pass = shop is None and (full or stale)
+    # A full pass cut short goes on at the next run, whatever asked for it.
+    full_pass = shop is None and (full or stale or state.pass_after is not None)
     if shop is not None or full_pass:
-        tally, remaining, checkpoint, dirty = _full_pass(ctx, state, shop, batch_size)
+        # Drift means something only against scores of the same window and rule.
+        drift = shop is None and not stale and state.last_now is not None
+        tally, remaining, checkpoint, dirty = _full_pass(ctx, state, shop, batch_size, drift=drift)
     else:
         tally, remaining, dirty = _incremental(ctx, state, batch_size)
         checkpoint = None
     if shop is None and remaining == 0 and tally.failed == 0:
         _finished(state, ctx.now, full=full_pass)
-    created = scores.count() - existing
     counters = {
-        "total": tally.total, "dirty": dirty, "changed": tally.changed, "created": created,
-        "updated": tally.changed - created, "unchanged": tally.total - tally.changed,
+        "total": tally.total, "dirty": dirty, "changed": tally.changed, "created": tally.created,
+        "updated": tally.changed - tally.created, "unchanged": tally.total - tally.changed,
         "drift": len(tally.drifted or ()), "full_pass": int(full_pass),
     }  # fmt: skip
     tiers = dict(scores.values_list("tier").annotate(n=Count("*")).order_by())
@@ -87,15 +89,16 @@ def recompute_scores(
 
 
 def _full_pass(
-    ctx: Context, state: ScoringState, shop: uuid.UUID | None, batch_size: int
+    ctx: Context, state: ScoringState, shop: uuid.UUID | None, batch_size: int, *, drift: bool
 ) -> tuple[Tally, int, str | None, int]:
-    """Every customer (of one shop, or all) in id order, resuming from the checkpoint of a pass cut short."""
+    """Every customer (of one shop, or all) in id order; a full pass of all shops cut short by the time
+    budget goes on where it stopped (kept in the state: any next run, incremental or not, continues it)."""
     customers = Customer.objects.all() if shop is None else Customer.objects.filter(shop_id=shop)
-    tally = Tally(drifted=[] if shop is None and state.last_now is not None else None)
+    tally = Tally(drifted=[] if drift else None)
     dirty = DirtyCustomer.objects.count() if shop is None else 0
-    if shop is None and not ctx.checkpoint:
+    if shop is None and state.pass_after is None:
         state.pass_started_at = ctx.now
-    after = uuid.UUID(ctx.checkpoint) if ctx.checkpoint else _FIRST
+    after = state.pass_after if shop is None and state.pass_after else _FIRST
     while True:
         # The batch ends at its batch_size-th customer; the last one, at the end, is counted.
         boundary = customers.filter(id__gt=after).order_by("id").values_list("id", flat=True)[batch_size - 1 :][:1]
@@ -107,12 +110,13 @@ def _full_pass(
             break
     remaining = customers.filter(id__gt=after).count() if after != _LAST else 0
     if shop is None and remaining:
-        state.save()  # where this pass began, for when it finishes
+        state.pass_after = after
+        state.save()  # where this pass began and where it stopped, for the next run
     return tally, remaining, str(after) if after != _LAST else None, dirty
 
 
 def _incremental(ctx: Context, state: ScoringState, batch_size: int) -> tuple[Tally, int, int]:
-    """The customers marked dirty, those whose appointments crossed an edge of the window, those without a score."""
+    """The customers marked dirty, and those whose appointments crossed an edge of the window."""
     tally = Tally()
     edges = _edges(state.last_now, ctx.now)
     after, more = _FIRST, True
@@ -142,7 +146,7 @@ class Batch:
         """A WHERE fragment selecting this batch's customers by `column`, and its parameters."""
         prep = Customer._meta.get_field("id").get_db_prep_value
         if self.ids and connection.vendor == "postgresql":
-            return f"{column} = ANY(%(ids)s)", {"ids": list(self.ids)}
+            return f"{column} IN (SELECT unnest(%(ids)s::uuid[]))", {"ids": list(self.ids)}
         if self.ids:
             return f"{column} IN (SELECT value FROM json_each(%(ids)s))", {"ids": json.dumps([i.hex for i in self.ids])}
         params = {"after": prep(self.after, connection), "upper": prep(self.upper, connection)}
@@ -157,9 +161,8 @@ def _score_batch(ctx: Context, tally: Tally, batch: Batch, state: ScoringState) 
     tally.failed += batch.size  # until the batch is done
     with ctx.item(label), connection.cursor() as cursor:
         marks = _select(cursor, DirtyCustomer._meta.db_table, "seq", batch) if batch.clear else {}
-        # Which rows existed before, to tell drift from new rows: PostgreSQL's upsert tells (xmax), SQLite's can't.
-        track = tally.drifted is not None and connection.vendor != "postgresql"
-        had = _select(cursor, CustomerScore._meta.db_table, "0", batch) if track else {}
+        # Which rows existed before, to count new ones: PostgreSQL's upsert tells (xmax), SQLite's can't.
+        had = _select(cursor, CustomerScore._meta.db_table, "0", batch) if connection.vendor != "postgresql" else {}
         where, params = batch.where("cu.id")
         shop = Customer._meta.get_field("id").get_db_prep_value(batch.shop, connection)
         cursor.execute(_upsert_sql(connection.vendor, where, by_shop=batch.shop is not None),
@@ -167,12 +170,13 @@ def _score_batch(ctx: Context, tally: Tally, batch: Batch, state: ScoringState) 
         rows = cursor.fetchall()
         if marks:
             _clear(cursor, marks)
+        if connection.vendor == "postgresql":
+            updated = {row[0] for row in rows if not row[1]}
+        else:
+            updated = {_uuid(row[0]) for row in rows if row[0] in had}
         if tally.drifted is not None:
-            if connection.vendor == "postgresql":
-                updated = {row[0] for row in rows if not row[1]}
-            else:
-                updated = {_uuid(row[0]) for row in rows if row[0] in had}
             tally.drifted += _unexplained(updated - {_uuid(customer) for customer in marks}, state.last_now, ctx.now)
+        tally.created += len(rows) - len(updated)
         tally.total += batch.size  # counted last, inside: a failed batch counts only in `failed`
         tally.changed += len(rows)
         tally.failed -= batch.size
@@ -221,7 +225,7 @@ def _edges(since: datetime | None, now: datetime) -> list[tuple[datetime, dateti
 
 def _due(edges: list[tuple[datetime, datetime]], after: uuid.UUID, limit: int | None) -> list[uuid.UUID] | int:
     """The next `limit` customers to rescore in id order (or, without a limit, how many there are):
-    marked dirty, with a scored appointment that crossed an edge of the window, or without a score."""
+    marked dirty, or with a scored appointment that crossed an edge of the window."""
     prep, adapt = Customer._meta.get_field("id").get_db_prep_value, connection.ops.adapt_datetimefield_value
     params: dict[str, Any] = {"after": prep(after, connection), "pending": Outcome.PENDING.value}
     crossed = ""
@@ -231,10 +235,8 @@ def _due(edges: list[tuple[datetime, datetime]], after: uuid.UUID, limit: int | 
             UNION SELECT customer_id FROM {Appointment._meta.db_table}
             WHERE outcome <> %(pending)s AND starts_at >= %(low{n})s AND starts_at < %(high{n})s
               AND customer_id > %(after)s"""
-    union = f"""
-        SELECT customer_id AS id FROM {DirtyCustomer._meta.db_table} WHERE customer_id > %(after)s {crossed}
-        UNION SELECT id FROM {Customer._meta.db_table} cu WHERE id > %(after)s
-            AND NOT EXISTS (SELECT 1 FROM {CustomerScore._meta.db_table} s WHERE s.customer_id = cu.id)"""
+    # New customers are marked by a trigger too: no scan of every customer for those without a score.
+    union = f"SELECT customer_id AS id FROM {DirtyCustomer._meta.db_table} WHERE customer_id > %(after)s {crossed}"
     with connection.cursor() as cursor:
         if limit is None:
             cursor.execute(f"SELECT count(*) FROM ({union}) due", params)
@@ -266,12 +268,9 @@ def _finished(state: ScoringState, now: datetime, *, full: bool) -> None:
     """
     state.last_now = state.pass_started_at if full and state.pass_started_at else now
     if full:
-        state.last_full_at, state.window_days, state.rule_version = (
-            now,
-            settings.RECOMPUTE_SCORES_WINDOW_DAYS,
-            rules.RULE_VERSION,
-        )
-        state.pass_started_at = None
+        state.last_full_at, state.rule_version = now, rules.RULE_VERSION
+        state.window_days = settings.RECOMPUTE_SCORES_WINDOW_DAYS
+        state.pass_started_at = state.pass_after = None
     state.save()
 
 
@@ -308,8 +307,8 @@ def _upsert_sql(vendor: str, where: str, *, by_shop: bool) -> str:
                        ON ap.customer_id = cu.id
                       AND ap.outcome <> '{Outcome.PENDING.value}'
                       AND ap.starts_at >= %(start)s AND ap.starts_at < %(now)s
-                      -- the batch on this side too: the planner reads just its slice of the index
-                      AND {where.replace("cu.id", "ap.customer_id")}
+                      -- a range of ids on this side too: the planner reads just its slice of the index
+                      {"AND " + where.replace("cu.id", "ap.customer_id") if " > " in where else ""}
                 WHERE {where} {"AND cu.shop_id = %(shop)s" if by_shop else ""}
                 GROUP BY cu.id, cu.shop_id
             ) counted

@@ -173,19 +173,32 @@ def test_accepting_books_the_slot_closes_the_wait_and_withdraws_the_customers_ot
     del elsewhere
 
 
-def test_an_accepted_customers_other_pending_offer_is_withdrawn_and_its_slot_passed_on():
+def test_a_customer_accepted_at_one_shop_keeps_waiting_at_the_other_and_holds_one_offer_at_a_time():
     shop_a, shop_b = make.shop("A"), make.shop("B")
     slot_a, slot_b = freed_slot(shop_a, 10), freed_slot(shop_b, 30)
     both = make.customer(shop_a, "waits at both")
     entry_a = WaitlistEntry.objects.create(shop=shop_a, customer=both)
-    WaitlistEntry.objects.create(shop=shop_b, customer=both)
+    entry_b = WaitlistEntry.objects.create(shop=shop_b, customer=both)
     waiting(shop_b, "next at B", score=10)
     offer_loop(now=NOW)
-    assert offered_to(slot_a) == ["waits at both"] and offered_to(slot_b) == ["next at B"]
+    assert offered_to(slot_a) == ["waits at both"] and offered_to(slot_b) == ["next at B"]  # one offer each
     respond_to_offer(slot_a.offers.get().pk, accept=True, now=NOW)
     entry_a.refresh_from_db()
-    assert entry_a.closed_at == NOW
-    assert SlotOffer.objects.filter(customer=both, status=OfferStatus.PENDING).count() == 0
+    entry_b.refresh_from_db()
+    assert (entry_a.closed_at, entry_b.closed_at) == (NOW, None)
+
+
+def test_an_offer_to_a_customer_no_longer_waiting_is_refused_withdrawn_and_passed_on():
+    shop = make.shop()
+    slot = freed_slot(shop)
+    gone = waiting(shop, "gone", score=90)
+    waiting(shop, "next", score=10)
+    offer_loop(now=NOW)
+    WaitlistEntry.objects.filter(pk=gone.pk).update(closed_at=NOW)  # their wait closed meanwhile
+    with pytest.raises(OfferClosed, match="no longer waits at this shop"):
+        respond_to_offer(slot.offers.get(customer=gone.customer).pk, accept=True, now=NOW)
+    assert dict(slot.offers.values_list("customer__name", "status")) == {"gone": "withdrawn", "next": "pending"}
+    assert not Appointment.objects.filter(customer=gone.customer).exists()
 
 
 def test_accepting_a_slot_that_would_double_book_the_customer_is_refused_with_a_message():

@@ -50,7 +50,7 @@ def test_a_budget_limited_run_resumes_and_ends_with_the_scores_of_an_unlimited_r
     resumed = scores()
 
     CustomerScore.objects.all().delete()
-    scoring.recompute_scores(Context(now=timezone.now()), batch_size=100)
+    scoring.recompute_scores(Context(now=timezone.now()), batch_size=100, full=True)
     assert resumed == scores()
 
 

@@ -53,7 +53,7 @@ def assert_equals_one_clean_run() -> None:
     last = JobRun.objects.filter(job="recompute-scores", status=Status.SUCCEEDED).latest("id")
     got = scores()
     CustomerScore.objects.all().delete()
-    recompute_scores(Context(now=datetime.fromisoformat(last.params["now"])))
+    recompute_scores(Context(now=datetime.fromisoformat(last.params["now"])), full=True)
     assert got == scores()
 
 
