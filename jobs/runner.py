@@ -109,7 +109,7 @@ def _run(job: Job, params: dict[str, Any], trigger: Trigger, user: User | Anonym
             if isinstance(result, Crash):
                 return _finish(run, Status.FAILED, errors=[result.reason], tb=result.traceback)
             errors = [*ctx.errors, *result.errors]
-            out_of_time = bool(result.remaining) and ctx.out_of_time()
+            out_of_time = bool(result.remaining) and time.monotonic() >= ctx.deadline  # no lease renewal now
             status = Status.PARTIAL if errors or out_of_time else Status.SUCCEEDED
             # On PostgreSQL this write commits with the work, or neither does.
             return _finish(run, status, _counters(job, result), errors, tb="\n".join(ctx.tracebacks))

@@ -128,7 +128,7 @@ def _incremental(ctx: Context, state: ScoringState, batch_size: int) -> tuple[Ta
             break
     remaining = _due(edges, after, None) if more else 0
     assert isinstance(remaining, int)
-    return tally, remaining, tally.total + remaining
+    return tally, remaining, tally.total + tally.failed + remaining
 
 
 @dataclass
@@ -249,6 +249,8 @@ def _unexplained(suspects: set[uuid.UUID], since: datetime | None, now: datetime
     """Of these customers whose stored score changed although unmarked, those no edge of the window explains."""
     if not suspects:
         return []
+    # Marked since this batch read its marks (a concurrent write): explained, and rescored next run.
+    suspects -= set(DirtyCustomer.objects.filter(customer_id__in=suspects).values_list("customer_id", flat=True))
     crossed: set[uuid.UUID] = set()
     for low, high in _edges(since, now):
         scored = Appointment.objects.exclude(outcome=Outcome.PENDING)
