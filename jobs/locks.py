@@ -100,7 +100,8 @@ def _holder(cursor: Any, lock_id: int) -> str | None:
     key = lock_id & 0xFFFFFFFFFFFFFFFF  # a bigint key shows in pg_locks as two unsigned halves
     cursor.execute(
         "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
-        " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s AND l.objsubid = 1",
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s AND l.objsubid = 1"
+        " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",  # keys are per database
         [key >> 32, key & 0xFFFFFFFF],
     )
     row = cursor.fetchone()

@@ -67,8 +67,11 @@ class Appointment(models.Model):
         indexes = [
             # recompute-scores: one customer's window, read from the index alone.
             models.Index(fields=["customer", "starts_at", "outcome"], name="appt_customer_window"),
-            # recompute-scores: the appointments that crossed an edge of the window since the last run.
-            models.Index(fields=["starts_at"], condition=~Q(outcome="pending"), name="appt_scored_by_start"),
+            # recompute-scores: the customers whose appointments crossed an edge of the window since the last
+            # run, read from the index alone.
+            models.Index(
+                fields=["starts_at", "customer"], condition=~Q(outcome="pending"), name="appt_scored_by_start_customer"
+            ),
             # resolve-outcomes: the oldest finished appointments still pending.
             models.Index(fields=["ends_at"], condition=Q(outcome="pending"), name="appt_pending_by_end"),
             models.Index(fields=["shop", "starts_at"], name="appt_shop_start"),

@@ -25,6 +25,10 @@ CRON_SECRET = "reliability-test-secret-0123456789abcdef"
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Advisory lock keys are per database: other databases on the same server (a benchmark's) are not ours.
+THIS_DATABASE = "database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+
+
 def connect_elsewhere() -> psycopg.Connection:
     """A plain psycopg connection to the test database, outside Django."""
     s = connection.settings_dict
@@ -70,7 +74,8 @@ def lock_is_free(lock_id: int) -> bool:
     if connection.vendor == "postgresql":
         with connect_elsewhere() as other:
             left = other.execute(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s", [lock_id % 2**32]
+                f"SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND {THIS_DATABASE}",
+                [lock_id % 2**32],
             ).fetchone()[0]
             taken = other.execute("SELECT pg_try_advisory_lock(%s)", [lock_id]).fetchone()[0]
             other.execute("SELECT pg_advisory_unlock_all()")

@@ -14,7 +14,7 @@ from jobs.models import JobRun, Status, Trigger
 from jobs.runner import run_job
 from tests.framework import testjobs
 from tests.framework.testjobs import TEST_LOCK_ID
-from tests.helpers import connect_elsewhere, lock_held_elsewhere, lock_is_free
+from tests.helpers import THIS_DATABASE, connect_elsewhere, lock_held_elsewhere, lock_is_free
 
 db = pytest.mark.django_db
 real_db = pytest.mark.django_db(transaction=True)
@@ -68,7 +68,7 @@ def test_a_second_run_while_the_first_is_running_is_skipped(on_postgres):
         if on_postgres:  # visible to everyone as a plain advisory lock on the job's key
             with connect_elsewhere() as other:
                 row = other.execute(
-                    "SELECT objid, objsubid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                    f"SELECT objid, objsubid FROM pg_locks WHERE locktype = 'advisory' AND granted AND {THIS_DATABASE}"
                 ).fetchall()
             assert row == [(990005, 1)]
         second = run_job("blocking", trigger=Trigger.CLI)

@@ -32,7 +32,16 @@ from jobs.models import JobRun, Status
 from scoring import demo
 from scoring.models import Appointment, CustomerScore, Outcome
 from scoring.scores import recompute_scores
-from tests.helpers import CRON_SECRET, ROOT, connect_elsewhere, database_url, lock_held_elsewhere, manage, serve
+from tests.helpers import (
+    CRON_SECRET,
+    ROOT,
+    THIS_DATABASE,
+    connect_elsewhere,
+    database_url,
+    lock_held_elsewhere,
+    manage,
+    serve,
+)
 
 real_db = pytest.mark.django_db(transaction=True)
 SCORE_FIELDS = ("customer_id", "shop_id", "score", "tier", "attended", "no_shows", "late_cancels", "cancellations",
@@ -65,7 +74,9 @@ def assert_no_overlap(runs: list[JobRun]) -> None:
 
 def advisory_locks() -> list[tuple]:
     with connect_elsewhere() as other:
-        return other.execute("SELECT objid, pid, granted FROM pg_locks WHERE locktype = 'advisory'").fetchall()
+        return other.execute(
+            f"SELECT objid, pid, granted FROM pg_locks WHERE locktype = 'advisory' AND {THIS_DATABASE}"
+        ).fetchall()
 
 
 def recompute_in_parallel(url: str, count: int) -> list[tuple[int, str, str]]:
