@@ -15,6 +15,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 _TRUE, _FALSE = {"", "1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+COMMON = ("lock_id", "dry_run")  # the fields every job's form has (JobForm's); the runner reads them itself
 
 
 class ParamError(ValueError):
@@ -97,9 +98,8 @@ class JobForm(forms.Form):
     @classmethod
     def parameters(cls) -> dict[str, forms.Field]:
         """The form's fields, the job's own first, then those every job takes."""
-        common = ("lock_id", "dry_run")
-        own = {name: field for name, field in cls.base_fields.items() if name not in common}
-        return own | {name: cls.base_fields[name] for name in common}
+        own = {name: field for name, field in cls.base_fields.items() if name not in COMMON}
+        return own | {name: cls.base_fields[name] for name in COMMON}
 
     @classmethod
     def query_name(cls, field: str) -> str:

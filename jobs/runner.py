@@ -22,7 +22,8 @@ from django.utils import timezone
 
 from jobs import alerts, locks
 from jobs.context import Context, Result, one_line
-from jobs.forms import clean
+from jobs.forms import COMMON, clean
+from jobs.health import real_runs
 from jobs.locks import retrying
 from jobs.models import JobRun, Status, Trigger
 from jobs.registry import Job, get_job
@@ -97,7 +98,7 @@ def _run(job: Job, params: dict[str, Any], trigger: Trigger, user: User | Anonym
                     cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
             ctx = Context(
                 now=now,
-                params={name: value for name, value in params.items() if name not in ("lock_id", "dry_run")},
+                params={name: value for name, value in params.items() if name not in COMMON},
                 deadline=time.monotonic() + settings.JOBS_TIME_BUDGET_SECONDS,
                 dry_run=params["dry_run"],
                 checkpoint=None if job.scoped(params) else _checkpoint(job, run),
@@ -132,7 +133,7 @@ def _recorded(now: datetime, lock_id: int, params: Mapping[str, Any]) -> dict[st
     given = {
         name: value if isinstance(value, str | int | float | bool) else str(value)
         for name, value in params.items()
-        if name not in ("lock_id", "dry_run") and value not in (None, "")
+        if name not in COMMON and value not in (None, "")
     }
     return {"now": now.isoformat(), "lock_id": lock_id, **given, **({"dry_run": True} if params["dry_run"] else {})}
 
@@ -168,12 +169,10 @@ def _counters(job: Job, result: Result) -> dict[str, Any]:
 
 def _checkpoint(job: Job, run: JobRun) -> str | None:
     """Where the last real full run stopped for lack of time, if it did (dry and scoped runs don't count)."""
-    full = {f"params__{name}__isnull": True for name in job.form.scope}
     last = (
-        JobRun.objects.filter(job=job.name, status__in=[Status.SUCCEEDED, Status.PARTIAL], **full)
-        .filter(params__dry_run__isnull=True)
+        real_runs(job)
+        .filter(status__in=[Status.SUCCEEDED, Status.PARTIAL])
         .exclude(pk=run.pk)
-        .order_by("-id")
         .values_list("counters", flat=True)
         .first()
     )

@@ -62,8 +62,9 @@ def offer_open_slots(now: datetime, *, limit: int, slots: QuerySet[Appointment])
     batch = list(
         takeable.order_by("starts_at", "id").values("id", "shop_id", "customer_id", "starts_at", "ends_at")[:limit]
     )
-    counters = {"total": slots.count(), "offered": 0, "exhausted": slots.filter(~Exists(_eligible())).count()}
-    counters |= {"skipped": 0, "remaining": max(takeable.count() - len(batch), 0)}
+    takeable_count, exhausted = takeable.count(), slots.filter(~Exists(_eligible())).count()
+    counters = {"total": takeable_count + exhausted, "offered": 0, "exhausted": exhausted, "skipped": 0}
+    counters["remaining"] = max(takeable_count - len(batch), 0)
     if not batch:
         return counters
     chosen = _match(batch, _candidates(batch), _offered_before(batch), _busy(batch))
