@@ -136,7 +136,7 @@ class JobRunAdmin(admin.ModelAdmin):
         """Why the run did not succeed, in one line."""
         if obj.status == Status.SKIPPED:
             return f"lock {obj.lock_id} held by {obj.held_by or 'another run'}"
-        text = reason(obj)
+        text = reason(obj) or "-"
         return text if len(text) <= 120 else text[:119] + "…"
 
     @admin.display(description="started", ordering="started_at")
@@ -300,9 +300,9 @@ def overview_context(request: HttpRequest) -> dict[str, Any]:
                 "success_ago": ago(now - success.started_at) if success else None,
                 "strip": strip(recent),
                 "sparkline": sparkline(recent),
-                "week": f"{counts['succeeded'] / counts['finished']:.0%} of {counts['finished']}"
+                "week": f"{counts['succeeded'] / counts['finished']:.0%} of {counts['finished']} succeeded"
                 if counts["finished"]
-                else "no runs",
+                else "no finished runs",
                 "last_failure": failure,
                 "last_failure_reason": reason(failure) if failure else "",
                 "run_now": run_now_form(health.job),

@@ -133,7 +133,7 @@ def _recorded(now: datetime, lock_id: int, params: Mapping[str, Any]) -> dict[st
     given = {
         name: value if isinstance(value, str | int | float | bool) else str(value)
         for name, value in params.items()
-        if name not in COMMON and value not in (None, "")
+        if name not in COMMON and value is not False and value not in (None, "")
     }
     return {"now": now.isoformat(), "lock_id": lock_id, **given, **({"dry_run": True} if params["dry_run"] else {})}
 
