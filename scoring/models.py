@@ -67,10 +67,10 @@ class Appointment(models.Model):
         indexes = [
             # recompute-scores: one customer's window, read from the index alone.
             models.Index(fields=["customer", "starts_at", "outcome"], name="appt_customer_window"),
-            # recompute-scores: the customers whose appointments crossed an edge of the window since the last
-            # run, read from the index alone.
+            # recompute-scores: the appointments that crossed an edge of the window since the last run, and
+            # what they count as, read from the index alone.
             models.Index(
-                fields=["starts_at", "customer"], condition=~Q(outcome="pending"), name="appt_scored_by_start_customer"
+                fields=["starts_at", "customer", "outcome"], condition=~Q(outcome="pending"), name="appt_window_edge"
             ),
             # resolve-outcomes: the oldest finished appointments still pending.
             models.Index(fields=["ends_at"], condition=Q(outcome="pending"), name="appt_pending_by_end"),
@@ -124,26 +124,38 @@ class CustomerScore(models.Model):
         return f"{self.customer_id}: {self.score} ({self.tier})"
 
 
-class DirtyCustomer(models.Model):
-    """A customer whose score may have changed: marked by database triggers on every write to their
-    appointments (insert, delete, a change of outcome, start or customer) and on a move to another shop,
-    whoever writes; cleared by recompute-scores in the transaction that stores the new score.
+class CustomerChange(models.Model):
+    """A write that may have changed a customer's score, appended by database triggers whoever writes (the
+    ORM, bulk updates, raw SQL, another service): an insert, delete or change of outcome, start or customer
+    of an appointment that is or was resolved (a pending one counts in no score), a new customer, a move to
+    another shop.
 
-    `seq` changes at every mark (PostgreSQL: a sequence value per marking statement), so a run clears
-    only the marks it has seen.
+    Append-only and unindexed but for its key, so that marking costs a writer as little as it can; each
+    run of recompute-scores moves these rows into DirtyCustomer first, in one statement.
     """
 
-    customer_id = models.UUIDField(primary_key=True)
-    seq = models.BigIntegerField(default=0)
+    customer_id = models.UUIDField()
 
     def __str__(self) -> str:
-        return f"{self.customer_id} (mark {self.seq})"
+        return f"{self.customer_id} (change {self.pk})"
+
+
+class DirtyCustomer(models.Model):
+    """A customer whose score recompute-scores must compute again: moved here from CustomerChange by the
+    runs (and only by them), cleared in the transaction that stores the customer's new score."""
+
+    customer_id = models.UUIDField(primary_key=True)
+
+    def __str__(self) -> str:
+        return str(self.customer_id)
 
 
 class ScoringState(models.Model):
     """One row: what the last runs of recompute-scores left, so the next one knows what to do."""
 
-    last_now = models.DateTimeField(null=True, blank=True, help_text="`now` of the last run that finished.")
+    last_now = models.DateTimeField(
+        null=True, blank=True, help_text="The window's end: every stored score not marked dirty is exact at it."
+    )
     last_full_at = models.DateTimeField(null=True, blank=True, help_text="`now` of the last full pass that finished.")
     window_days = models.PositiveSmallIntegerField(null=True, blank=True, help_text="The window of that full pass.")
     rule_version = models.PositiveSmallIntegerField(null=True, blank=True, help_text="The rule of that full pass.")

@@ -1,12 +1,15 @@
 """recompute-scores: every customer's score over the window, computed in the database.
 
-Incremental by default: a run rescores only the customers whose score may have changed since the
-last run (marked dirty by database triggers on their appointments, and new customers,
-scoring.models.DirtyCustomer), and those with an appointment that crossed an edge of the window since then.
-A full pass rescores everyone: on demand (`full`), and by itself when there has been none yet, or
-when the window or the rule changed since the last one; it also reports `drift`, stored scores that
-differed from a fresh computation although nothing had marked them (always 0 unless a write
-escaped the triggers).
+Incremental by default. Every stored score not marked dirty is exact at `ScoringState.last_now`, the
+window's end. A run first slides the window to its own `now` for all of them in one statement: what
+changes is only the appointments that crossed an edge of the window, read from one index, added to or
+taken from the stored counts. It then rescores the customers marked dirty (database triggers log who
+changed, scoring.models.CustomerChange), in batches.
+
+A full pass rescores everyone: on demand (`full`), and by itself when there has been none yet, or when
+the window or the rule changed since the last one, or the clock went back; it also reports `drift`,
+stored scores that differed from a fresh computation although nothing had marked them (always 0 unless a
+write escaped the triggers).
 """
 
 from __future__ import annotations
@@ -19,12 +22,21 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Count
 
 from jobs.context import Context, Result
 from scoring import rules
-from scoring.models import Appointment, Customer, CustomerScore, DirtyCustomer, Outcome, ScoringState, Tier
+from scoring.models import (
+    Appointment,
+    Customer,
+    CustomerChange,
+    CustomerScore,
+    DirtyCustomer,
+    Outcome,
+    ScoringState,
+    Tier,
+)
 
 _FIRST = uuid.UUID(int=0)
 _LAST = uuid.UUID(int=2**128 - 1)
@@ -49,35 +61,41 @@ class Tally:
 def recompute_scores(
     ctx: Context, *, shop: uuid.UUID | None = None, full: bool = False, batch_size: int | None = None
 ) -> Result:
-    """Rescore the customers whose score may have changed, or everyone (see the module's docstring).
+    """Slide every score's window and rescore the marked customers, or everyone (see the module's docstring).
 
     Each batch of `batch_size` customers is one aggregate-and-upsert statement computed in the
-    database, which writes only the rows whose values changed; the batch clears the marks it has
-    seen in the same transaction. Every run scores at least one batch; when the time budget is
-    spent it stops between batches and reports `remaining` (a failed batch counts there too). A
-    run for one shop is a full pass over that shop and leaves the marks and the state alone.
+    database, which writes only the rows whose values changed; the batch clears the marks of its
+    customers in the same transaction. Every run scores at least one batch; when the time budget is
+    spent it stops between batches and reports `remaining` (a failed batch counts there too, and stays
+    marked). A run for one shop rescores that shop at its `now` and marks its customers, so that the
+    next run brings them to the same window as everyone else.
     """
     batch_size = batch_size or settings.RECOMPUTE_SCORES_BATCH_SIZE
-    scores = CustomerScore.objects.all() if shop is None else CustomerScore.objects.filter(customer__shop_id=shop)
     state = ScoringState.objects.first() or ScoringState()
     window = settings.RECOMPUTE_SCORES_WINDOW_DAYS
-    stale = state.last_full_at is None or (state.window_days, state.rule_version) != (window, rules.RULE_VERSION)
+    stale = (
+        state.last_now is None or state.last_full_at is None or ctx.now < state.last_now
+        or (state.window_days, state.rule_version) != (window, rules.RULE_VERSION)
+    )  # fmt: skip
     # A full pass cut short goes on at the next run, whatever asked for it.
     full_pass = shop is None and (full or stale or state.pass_after is not None)
+    if shop is None:
+        _move_marks()
+    checkpoint = None
     if shop is not None or full_pass:
         # Drift means something only against scores of the same window and rule.
-        drift = shop is None and not stale and state.last_now is not None
-        tally, remaining, checkpoint, dirty = _full_pass(ctx, state, shop, batch_size, drift=drift)
+        tally, remaining, checkpoint, dirty = _full_pass(ctx, state, shop, batch_size, drift=not stale)
+        if full_pass and not remaining and state.last_now and state.last_now < ctx.now:
+            remaining, _ = _incremental(ctx, state, batch_size, tally)  # begun by an earlier run: on to `now`
     else:
-        tally, remaining, dirty = _incremental(ctx, state, batch_size)
-        checkpoint = None
-    if shop is None and remaining == 0 and tally.failed == 0:
-        _finished(state, ctx.now, full=full_pass)
+        tally = Tally()
+        remaining, dirty = _incremental(ctx, state, batch_size, tally)
     counters = {
         "total": tally.total, "dirty": dirty, "changed": tally.changed, "created": tally.created,
         "updated": tally.changed - tally.created, "unchanged": tally.total - tally.changed,
         "drift": len(tally.drifted or ()), "full_pass": int(full_pass),
     }  # fmt: skip
+    scores = CustomerScore.objects.all() if shop is None else CustomerScore.objects.filter(customer__shop_id=shop)
     tiers = dict(scores.values_list("tier").annotate(n=Count("*")).order_by())
     counters |= {f"tier_{tier.value}": tiers.get(tier.value, 0) for tier in Tier}
     errors = []
@@ -88,47 +106,78 @@ def recompute_scores(
     return Result(counters, errors=errors, remaining=remaining + tally.failed, checkpoint=checkpoint)
 
 
+def _move_marks() -> None:
+    """Move the triggers' log into the dirty set, in one statement (PostgreSQL) or one transaction (SQLite,
+    whose writers wait for it): every change is in one of the two, whoever writes meanwhile."""
+    log, dirty = CustomerChange._meta.db_table, DirtyCustomer._meta.db_table
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"WITH moved AS (DELETE FROM {log} RETURNING customer_id) "
+                f"INSERT INTO {dirty} (customer_id) SELECT DISTINCT customer_id FROM moved ON CONFLICT DO NOTHING"
+            )
+        else:
+            cursor.execute(f"INSERT OR IGNORE INTO {dirty} (customer_id) SELECT customer_id FROM {log}")
+            cursor.execute(f"DELETE FROM {log}")
+
+
 def _full_pass(
     ctx: Context, state: ScoringState, shop: uuid.UUID | None, batch_size: int, *, drift: bool
 ) -> tuple[Tally, int, str | None, int]:
-    """Every customer (of one shop, or all) in id order; a full pass of all shops cut short by the time
-    budget goes on where it stopped (kept in the state: any next run, incremental or not, continues it)."""
+    """Every customer (of one shop, or all) in id order.
+
+    A full pass of all shops scores everyone at the `now` of the run that began it: when the time budget
+    cuts it short, the next runs go on where it stopped (kept in the state with each batch), with the same
+    window, so that when it ends every score is exact at one `now`.
+    """
     customers = Customer.objects.all() if shop is None else Customer.objects.filter(shop_id=shop)
-    tally = Tally(drifted=[] if drift else None)
-    dirty = DirtyCustomer.objects.count() if shop is None else 0
     if shop is None and state.pass_after is None:
-        state.pass_started_at = ctx.now
+        state.pass_started_at, state.pass_after = ctx.now, _FIRST
+    at = ctx.now if shop is not None else state.pass_started_at
+    assert at is not None
+    tally = Tally(drifted=[] if drift and shop is None else None)
+    dirty = DirtyCustomer.objects.count() if shop is None else 0
     after = state.pass_after if shop is None and state.pass_after else _FIRST
     while True:
         # The batch ends at its batch_size-th customer; the last one, at the end, is counted.
         boundary = customers.filter(id__gt=after).order_by("id").values_list("id", flat=True)[batch_size - 1 :][:1]
         upper = next(iter(boundary), _LAST)
         size = batch_size if upper != _LAST else customers.filter(id__gt=after).count()
-        _score_batch(ctx, tally, Batch(after=after, upper=upper, shop=shop, size=size, clear=shop is None), state)
+        batch = Batch(after=after, upper=upper, shop=shop, size=size)
+        _score_batch(ctx, tally, batch, at=at, since=state.last_now, state=state if shop is None else None)
         after = upper
         if upper == _LAST or ctx.out_of_time():
             break
     remaining = customers.filter(id__gt=after).count() if after != _LAST else 0
-    if shop is None and remaining:
-        state.pass_after = after
-        state.save()  # where this pass began and where it stopped, for the next run
+    if shop is None and not remaining:
+        # Every score is exact at `at` now, or its customer is marked: the window's end is there.
+        state.last_now = state.last_full_at = at
+        state.window_days, state.rule_version = settings.RECOMPUTE_SCORES_WINDOW_DAYS, rules.RULE_VERSION
+        state.pass_started_at = state.pass_after = None
+        state.save()
     return tally, remaining, str(after) if after != _LAST else None, dirty
 
 
-def _incremental(ctx: Context, state: ScoringState, batch_size: int) -> tuple[Tally, int, int]:
-    """The customers marked dirty, and those whose appointments crossed an edge of the window."""
-    tally = Tally()
-    edges = _edges(state.last_now, ctx.now)
+def _incremental(ctx: Context, state: ScoringState, batch_size: int, tally: Tally) -> tuple[int, int]:
+    """Slide the window of every unmarked score to `now`, then rescore the marked customers; returns how
+    many remain marked and how many were due."""
+    assert state.last_now is not None
+    ctx.keep_alive()
+    with transaction.atomic():  # the scores' new window and its record, or neither
+        slid = _slide(state.last_now, ctx.now)
+        state.last_now = ctx.now
+        state.save()
+    tally.total, tally.changed = tally.total + slid, tally.changed + slid
+    before = tally.total + tally.failed
+    due = DirtyCustomer.objects.order_by("customer_id").values_list("customer_id", flat=True)
     after, more = _FIRST, True
-    while more and (ids := _due(edges, after, batch_size)):
-        assert isinstance(ids, list)
-        _score_batch(ctx, tally, Batch(ids=ids, size=len(ids), clear=True), state)
+    while more and (ids := list(due.filter(customer_id__gt=after)[:batch_size])):
+        _score_batch(ctx, tally, Batch(ids=ids, size=len(ids)), at=ctx.now)
         after, more = ids[-1], len(ids) == batch_size
         if ctx.out_of_time():
             break
-    remaining = _due(edges, after, None) if more else 0
-    assert isinstance(remaining, int)
-    return tally, remaining, tally.total + tally.failed + remaining
+    remaining = due.filter(customer_id__gt=after).count() if more else 0
+    return remaining, slid + tally.total + tally.failed - before + remaining
 
 
 @dataclass
@@ -136,7 +185,6 @@ class Batch:
     """The customers of one statement: a range of ids (after, upper], of one shop or all, or a list of ids."""
 
     size: int
-    clear: bool  # clear the marks seen
     after: uuid.UUID | None = None
     upper: uuid.UUID | None = None
     shop: uuid.UUID | None = None
@@ -152,34 +200,72 @@ class Batch:
         params = {"after": prep(self.after, connection), "upper": prep(self.upper, connection)}
         return f"{column} > %(after)s AND {column} <= %(upper)s", params
 
+    def __str__(self) -> str:
+        return f"customers {self.after}..{self.upper}" if not self.ids else f"{self.size} customers from {self.ids[0]}"
 
-def _score_batch(ctx: Context, tally: Tally, batch: Batch, state: ScoringState) -> None:
-    """Score one batch in its own savepoint: its marks are cleared with its scores, or neither."""
-    label = (
-        f"customers {batch.after}..{batch.upper}" if not batch.ids else f"{batch.size} customers from {batch.ids[0]}"
-    )
+
+def _score_batch(
+    ctx: Context,
+    tally: Tally,
+    batch: Batch,
+    *,
+    at: datetime,
+    since: datetime | None = None,
+    state: ScoringState | None = None,
+) -> None:
+    """Score one batch at `at` in its own savepoint, with its marks: cleared with its scores, or neither.
+
+    A batch of a shop's customers marks them instead (see recompute_scores). A batch of a full pass
+    records in `state` where the pass has got to with its scores; if it fails, its customers are marked,
+    so that the pass can end and the next run rescore them.
+    """
+    dirty = DirtyCustomer._meta.db_table
     tally.failed += batch.size  # until the batch is done
-    with ctx.item(label), connection.cursor() as cursor:
-        marks = _select(cursor, DirtyCustomer._meta.db_table, "seq", batch) if batch.clear else {}
+    failed = tally.failed
+    with ctx.item(str(batch)), connection.cursor() as cursor:
+        marks = _select(cursor, dirty, "1", batch) if tally.drifted is not None else {}
         # Which rows existed before, to count new ones: PostgreSQL's upsert tells (xmax), SQLite's can't.
         had = _select(cursor, CustomerScore._meta.db_table, "0", batch) if connection.vendor != "postgresql" else {}
         where, params = batch.where("cu.id")
         shop = Customer._meta.get_field("id").get_db_prep_value(batch.shop, connection)
         cursor.execute(_upsert_sql(connection.vendor, where, by_shop=batch.shop is not None),
-                       {**params, **_window(ctx.now), "shop": shop})  # fmt: skip
+                       {**params, **_window(at), "shop": shop})  # fmt: skip
         rows = cursor.fetchall()
-        if marks:
-            _clear(cursor, marks)
+        if batch.shop is None:
+            where, params = batch.where("customer_id")
+            cursor.execute(f"DELETE FROM {dirty} WHERE {where}", params)
+        else:
+            _mark(cursor, batch)
+        if state is not None:
+            state.pass_after = batch.upper
+            state.save()
         if connection.vendor == "postgresql":
             updated = {row[0] for row in rows if not row[1]}
         else:
             updated = {_uuid(row[0]) for row in rows if row[0] in had}
         if tally.drifted is not None:
-            tally.drifted += _unexplained(updated - {_uuid(customer) for customer in marks}, state.last_now, ctx.now)
+            tally.drifted += _unexplained(updated - {_uuid(customer) for customer in marks}, since, at)
         tally.created += len(rows) - len(updated)
         tally.total += batch.size  # counted last, inside: a failed batch counts only in `failed`
         tally.changed += len(rows)
         tally.failed -= batch.size
+    if tally.failed == failed and state is not None:  # it failed
+        with connection.cursor() as cursor:
+            _mark(cursor, batch)
+        state.pass_after = batch.upper
+        state.save()
+
+
+def _mark(cursor: Any, batch: Batch) -> None:
+    """Mark the batch's customers dirty."""
+    where, params = batch.where("id")
+    shop = "AND shop_id = %(shop)s" if batch.shop else ""
+    params["shop"] = Customer._meta.get_field("id").get_db_prep_value(batch.shop, connection)
+    cursor.execute(
+        f"INSERT INTO {DirtyCustomer._meta.db_table} (customer_id) SELECT id FROM {Customer._meta.db_table} "
+        f"WHERE {where} {shop} ON CONFLICT DO NOTHING",
+        params,
+    )
 
 
 def _select(cursor: Any, table: str, column: str, batch: Batch) -> dict[Any, Any]:
@@ -199,23 +285,8 @@ def _window(now: datetime) -> dict[str, Any]:
     return {"window_days": days, "now": adapt(now), "start": adapt(now - timedelta(days=days))}
 
 
-def _clear(cursor: Any, marks: dict[Any, int]) -> None:
-    """Delete exactly the marks this batch saw: a customer marked again meanwhile stays dirty (PostgreSQL:
-    the trigger gave the mark a new seq; SQLite: no other writer could run during the batch)."""
-    table = DirtyCustomer._meta.db_table
-    if connection.vendor == "postgresql":
-        cursor.execute(
-            f"DELETE FROM {table} d USING unnest(%(ids)s::uuid[], %(seqs)s::bigint[]) AS seen(id, seq) "
-            "WHERE d.customer_id = seen.id AND d.seq = seen.seq",
-            {"ids": list(marks), "seqs": list(marks.values())},
-        )
-    else:
-        cursor.execute(f"DELETE FROM {table} WHERE customer_id IN (SELECT value FROM json_each(%(ids)s))",
-                       {"ids": json.dumps(list(marks))})  # fmt: skip
-
-
 def _edges(since: datetime | None, now: datetime) -> list[tuple[datetime, datetime]]:
-    """The time ranges in which an appointment's start crossed an edge of the window since the last run."""
+    """The time ranges in which an appointment's start crossed an edge of the window since `since`."""
     if since is None:
         return []
     low, high = min(since, now), max(since, now)
@@ -223,34 +294,72 @@ def _edges(since: datetime | None, now: datetime) -> list[tuple[datetime, dateti
     return [(low - days, high - days), (low, high)]
 
 
-def _due(edges: list[tuple[datetime, datetime]], after: uuid.UUID, limit: int | None) -> list[uuid.UUID] | int:
-    """The next `limit` customers to rescore in id order (or, without a limit, how many there are):
-    marked dirty, or with a scored appointment that crossed an edge of the window."""
-    prep, adapt = Customer._meta.get_field("id").get_db_prep_value, connection.ops.adapt_datetimefield_value
-    params: dict[str, Any] = {"after": prep(after, connection), "pending": Outcome.PENDING.value}
-    crossed = ""
-    for n, (low, high) in enumerate(edges):
-        params |= {f"low{n}": adapt(low), f"high{n}": adapt(high)}
-        crossed += f"""
-            UNION SELECT customer_id FROM {Appointment._meta.db_table}
-            WHERE outcome <> %(pending)s AND starts_at >= %(low{n})s AND starts_at < %(high{n})s
-              AND customer_id > %(after)s"""
-    # New customers are marked by a trigger too: no scan of every customer for those without a score.
-    union = f"SELECT customer_id AS id FROM {DirtyCustomer._meta.db_table} WHERE customer_id > %(after)s {crossed}"
+def _slide(since: datetime, now: datetime) -> int:
+    """Move the window of every unmarked score from `since` to `now` (not before it) in one statement:
+    add the appointments that entered it, take away those that left, from the window-edge index alone.
+    Returns how many scores changed.
+
+    An appointment that left is older than any still in the window, and one that entered newer: the
+    latest appointment is the newest that entered, or else the one stored (none if nothing is left).
+    """
+    if now == since:
+        return 0
+    scores, appointments = CustomerScore._meta.db_table, Appointment._meta.db_table
+    counts = {"a": ("attended", Outcome.ATTENDED), "n": ("no_shows", Outcome.NO_SHOW),
+              "l": ("late_cancels", Outcome.LATE_CANCEL), "c": ("cancellations", Outcome.CANCELLED)}  # fmt: skip
+    new = {name: f"({scores}.{column} + moved.{name})" for name, (column, _) in counts.items()}
+    score, tier = _rule_sql(new["a"], new["n"], new["l"])
+    pending = Outcome.PENDING.value
+    crossed = " UNION ALL ".join(  # ranges that overlap (a gap longer than the window) add 0 twice
+        f"SELECT customer_id, outcome, starts_at FROM {appointments} "
+        f"WHERE outcome <> '{pending}' AND starts_at >= %(low{n})s AND starts_at < %(high{n})s"
+        for n in range(2)
+    )
+    sums = ", ".join(
+        f"SUM(CASE WHEN outcome = '{outcome.value}' THEN sign ELSE 0 END) AS {name}"
+        for name, (_, outcome) in counts.items()
+    )
+    sql = f"""
+        UPDATE {scores} SET
+            attended = {new["a"]}, no_shows = {new["n"]}, late_cancels = {new["l"]}, cancellations = {new["c"]},
+            score = {score}, tier = {tier},
+            last_appointment_at = CASE WHEN {" + ".join(new.values())} = 0 THEN NULL
+                                       ELSE COALESCE(moved.entered, {scores}.last_appointment_at) END,
+            computed_at = %(now)s
+        FROM (
+            SELECT customer_id, {sums}, MAX(CASE WHEN sign = 1 THEN starts_at END) AS entered
+            FROM (
+                SELECT customer_id, outcome, starts_at,
+                       CASE WHEN starts_at >= %(start)s AND starts_at < %(now)s THEN 1 ELSE 0 END
+                     - CASE WHEN starts_at >= %(old_start)s AND starts_at < %(old_now)s THEN 1 ELSE 0 END AS sign
+                FROM ({crossed}) crossed
+            ) signed
+            GROUP BY customer_id
+        ) moved
+        WHERE {scores}.customer_id = moved.customer_id
+          AND (moved.a <> 0 OR moved.n <> 0 OR moved.l <> 0 OR moved.c <> 0 OR moved.entered IS NOT NULL)
+          AND NOT EXISTS (SELECT 1 FROM {DirtyCustomer._meta.db_table} d WHERE d.customer_id = {scores}.customer_id)
+          -- marked since this run moved the marks: rescored by the next run, as they are
+          AND NOT EXISTS (SELECT 1 FROM {CustomerChange._meta.db_table} c WHERE c.customer_id = {scores}.customer_id)
+    """
+    adapt = connection.ops.adapt_datetimefield_value
+    (low0, high0), (low1, high1) = _edges(since, now)
+    old, new_window = _window(since), _window(now)
+    params = {
+        "now": new_window["now"], "start": new_window["start"], "old_now": old["now"], "old_start": old["start"],
+        "low0": adapt(low0), "high0": adapt(high0), "low1": adapt(low1), "high1": adapt(high1),
+    }  # fmt: skip
     with connection.cursor() as cursor:
-        if limit is None:
-            cursor.execute(f"SELECT count(*) FROM ({union}) due", params)
-            return int(cursor.fetchone()[0])
-        cursor.execute(f"SELECT id FROM ({union}) due ORDER BY id LIMIT %(limit)s", {**params, "limit": limit})
-        return [_uuid(row[0]) for row in cursor.fetchall()]
+        cursor.execute(sql, params)
+        return cursor.rowcount
 
 
 def _unexplained(suspects: set[uuid.UUID], since: datetime | None, now: datetime) -> list[uuid.UUID]:
     """Of these customers whose stored score changed although unmarked, those no edge of the window explains."""
     if not suspects:
         return []
-    # Marked since this batch read its marks (a concurrent write): explained, and rescored next run.
-    suspects -= set(DirtyCustomer.objects.filter(customer_id__in=suspects).values_list("customer_id", flat=True))
+    # Marked since this run moved the marks (a concurrent write): explained, and rescored next run.
+    suspects -= set(CustomerChange.objects.filter(customer_id__in=suspects).values_list("customer_id", flat=True))
     crossed: set[uuid.UUID] = set()
     for low, high in _edges(since, now):
         scored = Appointment.objects.exclude(outcome=Outcome.PENDING)
@@ -262,18 +371,17 @@ def _unexplained(suspects: set[uuid.UUID], since: datetime | None, now: datetime
     return sorted(suspects - crossed)
 
 
-def _finished(state: ScoringState, now: datetime, *, full: bool) -> None:
-    """Remember where the next run's edges start and, after a full pass, its window and rule.
-
-    A full pass resumed over several runs scored its first customers at the `now` of its first run:
-    the next run's edges start there.
-    """
-    state.last_now = state.pass_started_at if full and state.pass_started_at else now
-    if full:
-        state.last_full_at, state.rule_version = now, rules.RULE_VERSION
-        state.window_days = settings.RECOMPUTE_SCORES_WINDOW_DAYS
-        state.pass_started_at = state.pass_after = None
-    state.save()
+def _rule_sql(a: str, n: str, l: str) -> tuple[str, str]:  # noqa: E741
+    """The scoring rule (scoring/rules.py) in SQL that PostgreSQL and SQLite both run: the score and the
+    tier of the counts of attended, no-show and late-cancel appointments these expressions give."""
+    # rules.score_for: d = 2A + 2N + L + 4; (400 (A + 1) + d) / (2 d)
+    d = f"(2 * {a} + 2 * {n} + {l} + 4)"
+    score = f"((400 * ({a} + 1) + {d}) / (2 * {d}))"
+    tier = f"""CASE WHEN {a} + {n} + {l} < {rules.NEW_BELOW} THEN '{Tier.NEW.value}'
+                    WHEN {score} >= {rules.RELIABLE_FROM} THEN '{Tier.RELIABLE.value}'
+                    WHEN {score} >= {rules.WATCH_FROM} THEN '{Tier.WATCH.value}'
+                    ELSE '{Tier.RISKY.value}' END"""
+    return score, tier
 
 
 def _upsert_sql(vendor: str, where: str, *, by_shop: bool) -> str:
@@ -283,38 +391,29 @@ def _upsert_sql(vendor: str, where: str, *, by_shop: bool) -> str:
     # PostgreSQL tells a fresh insert by xmax = 0 (SQLite cannot: the caller looks before).
     inserted = "(xmax::text = '0')" if vendor == "postgresql" else "0"
     scores, appointments = CustomerScore._meta.db_table, Appointment._meta.db_table
+    score, tier = _rule_sql("a", "n", "l")
     return f"""
         INSERT INTO {scores} (customer_id, shop_id, score, tier, attended, no_shows,
                               late_cancels, cancellations, last_appointment_at,
                               window_days, computed_at)
-        SELECT id, shop_id, score,
-               CASE WHEN a + n + l < {rules.NEW_BELOW} THEN '{Tier.NEW.value}'
-                    WHEN score >= {rules.RELIABLE_FROM} THEN '{Tier.RELIABLE.value}'
-                    WHEN score >= {rules.WATCH_FROM} THEN '{Tier.WATCH.value}'
-                    ELSE '{Tier.RISKY.value}' END,
-               a, n, l, c, last_at, %(window_days)s, %(now)s
+        SELECT id, shop_id, {score}, {tier}, a, n, l, c, last_at, %(window_days)s, %(now)s
         FROM (
-            SELECT id, shop_id, a, n, l, c, last_at,
-                   -- rules.score_for: d = 2A + 2N + L + 4; (400 (A + 1) + d) / (2 d)
-                   (400 * (a + 1) + 2 * a + 2 * n + l + 4) / (2 * (2 * a + 2 * n + l + 4)) AS score
-            FROM (
-                SELECT cu.id, cu.shop_id,
-                       COUNT(CASE WHEN ap.outcome = '{Outcome.ATTENDED.value}' THEN 1 END) AS a,
-                       COUNT(CASE WHEN ap.outcome = '{Outcome.NO_SHOW.value}' THEN 1 END) AS n,
-                       COUNT(CASE WHEN ap.outcome = '{Outcome.LATE_CANCEL.value}' THEN 1 END) AS l,
-                       COUNT(CASE WHEN ap.outcome = '{Outcome.CANCELLED.value}' THEN 1 END) AS c,
-                       MAX(ap.starts_at) AS last_at
-                FROM {Customer._meta.db_table} cu
-                LEFT JOIN {appointments} ap
-                       ON ap.customer_id = cu.id
-                      AND ap.outcome <> '{Outcome.PENDING.value}'
-                      AND ap.starts_at >= %(start)s AND ap.starts_at < %(now)s
-                      -- a range of ids on this side too: the planner reads just its slice of the index
-                      {"AND " + where.replace("cu.id", "ap.customer_id") if " > " in where else ""}
-                WHERE {where} {"AND cu.shop_id = %(shop)s" if by_shop else ""}
-                GROUP BY cu.id, cu.shop_id
-            ) counted
-        ) scored
+            SELECT cu.id, cu.shop_id,
+                   COUNT(CASE WHEN ap.outcome = '{Outcome.ATTENDED.value}' THEN 1 END) AS a,
+                   COUNT(CASE WHEN ap.outcome = '{Outcome.NO_SHOW.value}' THEN 1 END) AS n,
+                   COUNT(CASE WHEN ap.outcome = '{Outcome.LATE_CANCEL.value}' THEN 1 END) AS l,
+                   COUNT(CASE WHEN ap.outcome = '{Outcome.CANCELLED.value}' THEN 1 END) AS c,
+                   MAX(ap.starts_at) AS last_at
+            FROM {Customer._meta.db_table} cu
+            LEFT JOIN {appointments} ap
+                   ON ap.customer_id = cu.id
+                  AND ap.outcome <> '{Outcome.PENDING.value}'
+                  AND ap.starts_at >= %(start)s AND ap.starts_at < %(now)s
+                  -- a range of ids on this side too: the planner reads just its slice of the index
+                  {"AND " + where.replace("cu.id", "ap.customer_id") if " > " in where else ""}
+            WHERE {where} {"AND cu.shop_id = %(shop)s" if by_shop else ""}
+            GROUP BY cu.id, cu.shop_id
+        ) counted
         WHERE true
         ON CONFLICT (customer_id) DO UPDATE SET
             shop_id = excluded.shop_id, score = excluded.score, tier = excluded.tier,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 
 import pytest
@@ -9,8 +10,17 @@ from django.db import connection, transaction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from jobs.context import Context
 from scoring import scores
-from scoring.models import Appointment, Customer, CustomerScore, DirtyCustomer, Outcome, ScoringState
+from scoring.models import (
+    Appointment,
+    Customer,
+    CustomerChange,
+    CustomerScore,
+    DirtyCustomer,
+    Outcome,
+    ScoringState,
+)
 from tests import factories as make
 from tests.factories import NOW
 from tests.helpers import outside_a_run
@@ -39,30 +49,49 @@ def full_recompute(now: datetime) -> list[tuple]:
 
 
 def dirty() -> set:
-    return set(DirtyCustomer.objects.values_list("customer_id", flat=True))
+    """The customers marked: logged by the triggers, or moved to the dirty set by a run."""
+    logged = CustomerChange.objects.values_list("customer_id", flat=True)
+    return set(logged) | set(DirtyCustomer.objects.values_list("customer_id", flat=True))
+
+
+def forget() -> None:
+    CustomerChange.objects.all().delete()
+    DirtyCustomer.objects.all().delete()
 
 
 def test_the_database_marks_every_customer_whose_score_may_change_whoever_writes():
     shop, other_shop = make.shop(), make.shop("Other")
     ada, ben, cy = (make.customer(shop, name) for name in ("Ada", "Ben", "Cy"))
+    assert dirty() == {ada.pk, ben.pk, cy.pk}  # new customers need a first score
     recompute(NOW)  # the first run is a full pass, and clears the marks
     assert dirty() == set()
-    visit = make.appointment(ada, NOW - timedelta(days=3))  # the ORM's insert
+    booking = make.appointment(ada, NOW + timedelta(days=3), Outcome.PENDING)  # counts in no score
+    Appointment.objects.filter(pk=booking.pk).update(starts_at=booking.starts_at - timedelta(hours=1))
+    Appointment.objects.filter(pk=booking.pk).delete()
+    assert dirty() == set()
+    visit = make.appointment(ada, NOW - timedelta(days=3), Outcome.ATTENDED)  # the ORM's insert
     assert dirty() == {ada.pk}
-    DirtyCustomer.objects.all().delete()
+    forget()
     Appointment.objects.filter(pk=visit.pk).update(checked_in_at=None)  # a column the score ignores
     assert dirty() == set()
     with connection.cursor() as cursor:  # raw SQL, as another service would write
         pk = Appointment._meta.get_field("id").get_db_prep_value(visit.pk, connection)
         cursor.execute(f"UPDATE {Appointment._meta.db_table} SET outcome = 'no_show' WHERE id = %s", [pk])
     assert dirty() == {ada.pk}
-    DirtyCustomer.objects.all().delete()
+    forget()
     Appointment.objects.filter(pk=visit.pk).update(customer=ben)  # a bulk update
     assert dirty() == {ada.pk, ben.pk}  # both the customer who lost it and the one who got it
-    DirtyCustomer.objects.all().delete()
-    Appointment.objects.filter(pk=visit.pk).delete()
+    forget()
+    Appointment.objects.filter(pk=visit.pk).update(**consistent(Outcome.PENDING, visit))  # back to pending
     assert dirty() == {ben.pk}
-    DirtyCustomer.objects.all().delete()
+    forget()
+    Appointment.objects.filter(pk=visit.pk).delete()  # pending: counted nowhere
+    assert dirty() == set()
+    gone = make.appointment(cy, NOW - timedelta(days=5), Outcome.NO_SHOW)
+    forget()
+    Appointment.objects.filter(pk=gone.pk).delete()
+    assert dirty() == {cy.pk}
+    forget()
     Customer.objects.filter(pk=cy.pk).update(shop=other_shop)  # a move to another shop
     assert dirty() == {cy.pk}
 
@@ -83,12 +112,47 @@ def test_the_window_slides_without_a_mark():
     make.appointment(customer, NOW - timedelta(days=179), Outcome.NO_SHOW)  # leaves the window in a day
     make.appointment(customer, NOW + timedelta(hours=12), Outcome.ATTENDED)  # enters it (resolved ahead)
     recompute(NOW)
-    DirtyCustomer.objects.all().delete()
+    forget()
     later = NOW + timedelta(days=2)
     counters = recompute(later)
     assert (counters["dirty"], counters["changed"]) == (1, 1)
     assert stored() == full_recompute(later)
     assert (CustomerScore.objects.get().attended, CustomerScore.objects.get().no_shows) == (1, 0)
+
+
+def test_a_run_for_one_shop_scores_it_at_its_now_and_the_next_run_brings_it_to_the_same_window():
+    customer = make.customer()
+    make.appointment(customer, NOW - timedelta(days=179), Outcome.NO_SHOW)  # leaves the window in a day
+    recompute(NOW)
+    assert recompute(NOW + timedelta(days=2), shop=customer.shop_id)["total"] == 1
+    assert CustomerScore.objects.get().no_shows == 0
+    assert dirty() == {customer.pk}  # exact at another `now` than the others: rescored, not slid
+    later = NOW + timedelta(days=3)
+    recompute(later)
+    assert stored() == full_recompute(later)
+
+
+def test_a_failed_batch_of_a_full_pass_stays_marked_and_the_pass_still_ends(monkeypatch):
+    shop = make.shop()
+    first, second = sorted((make.customer(shop, name) for name in ("Ada", "Ben")), key=lambda c: c.pk)
+    make.appointment(first, NOW - timedelta(days=180, minutes=-30), Outcome.NO_SHOW)  # leaves in 30 minutes
+    make.appointment(second, NOW - timedelta(days=2), Outcome.NO_SHOW)
+    recompute(NOW)
+    upsert, calls = scores._upsert_sql, []
+
+    def failing_once(*args, **kwargs):
+        calls.append(1)
+        return "SELECT no_such_column" if len(calls) == 1 else upsert(*args, **kwargs)
+
+    monkeypatch.setattr(scores, "_upsert_sql", failing_once)
+    later = NOW + timedelta(hours=1)
+    counters = recompute(later, full=True, batch_size=1)
+    assert (counters["total"], counters["remaining"], len(counters["errors"])) == (1, 1, 1)
+    assert dirty() == {first.pk}  # the failed batch's customer, for the next run
+    assert ScoringState.objects.get().last_full_at == later  # the pass ended all the same
+    counters = recompute(later)
+    assert (counters["full_pass"], counters["total"], counters["errors"]) == (0, 1, [])
+    assert stored() == full_recompute(later)
 
 
 def test_a_full_pass_runs_by_itself_when_there_was_none_or_the_window_or_rule_changed(settings, monkeypatch):
@@ -134,15 +198,18 @@ changes = st.one_of(
     st.tuples(st.just("move"), st.integers(0, 19), st.integers(0, 1)),
     st.tuples(st.just("delete"), st.integers(0, 50)),
 )
-# Rounds of a few changes, each followed by a run some hours or days later (with batches of 1, 7 or all).
+# Rounds of a few changes, each followed by a run some hours or days later: a whole run (incremental unless
+# a full pass is due), a full pass, a run for one shop, or a run whose time budget is spent after its first
+# batch (incremental or full), with batches of 1, 7 or all.
+runs = st.sampled_from(["whole", "full", "shop", "cut", "cut full"])
 rounds = st.lists(
-    st.tuples(st.lists(changes, max_size=3), st.integers(0, 20 * 24), st.sampled_from([1, 7, 1000])),
+    st.tuples(st.lists(changes, max_size=3), st.integers(0, 20 * 24), runs, st.sampled_from([1, 7, 1000])),
     min_size=2,
     max_size=8,
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rounds=rounds)
 def test_whatever_the_changes_and_runs_the_stored_scores_equal_a_full_recompute(rounds):
     with transaction.atomic():
@@ -150,7 +217,7 @@ def test_whatever_the_changes_and_runs_the_stored_scores_equal_a_full_recompute(
         people = [make.customer(shops[n % 2], f"c{n}") for n in range(20)]  # most unmarked in any round
         now = NOW
         recompute(now)
-        for steps, hours, batch_size in rounds:
+        for steps, hours, run, batch_size in rounds:
             for step in steps:
                 visits = list(Appointment.objects.order_by("id"))
                 match step:
@@ -166,7 +233,13 @@ def test_whatever_the_changes_and_runs_the_stored_scores_equal_a_full_recompute(
                     case ("delete", n) if visits:
                         Appointment.objects.filter(pk=visits[n % len(visits)].pk).delete()
             now += timedelta(hours=hours)  # across the window's edges, and sometimes not at all
-            counters = recompute(now, batch_size=batch_size)
-            assert counters["errors"] == [] and counters["remaining"] == 0
-            assert stored() == full_recompute(now)
+            ctx = Context(now=now, deadline=0 if run.startswith("cut") else math.inf)
+            shop = shops[hours % 2].pk if run == "shop" else None
+            result = scores.recompute_scores(ctx, shop=shop, full=run.endswith("full"), batch_size=batch_size)
+            assert ctx.errors == [] and result.errors == []
+            if shop is None and result.remaining == 0:  # a whole run: every score is exact at its `now`
+                assert stored() == full_recompute(now)
+        now += timedelta(hours=1)
+        assert recompute(now)["remaining"] == 0  # whatever came before, the next whole run catches up
+        assert stored() == full_recompute(now)
         transaction.set_rollback(True)

@@ -64,7 +64,9 @@ def test_dry_runs_and_one_shop_runs_leave_the_resume_point_alone(no_time, settin
     run_job("recompute-scores", {"dry_run": True}, trigger=Trigger.CLI)
     run_job("recompute-scores", {"shop": shop.pk}, trigger=Trigger.CLI)
     resumed = run_job("recompute-scores", trigger=Trigger.CRON)
-    assert (resumed.status, resumed.counters["total"]) == ("succeeded", 3)
+    # The 3 the pass had left; then, on to this run's `now`, the 5 the one-shop run scored at its own.
+    assert (resumed.status, resumed.counters["full_pass"], resumed.counters["total"]) == ("succeeded", 1, 8)
+    assert "resume_after" not in resumed.counters  # the pass ended
 
 
 def test_failed_batches_count_as_remaining_and_are_named_in_the_errors(monkeypatch, settings):
