@@ -68,7 +68,8 @@ def recompute_scores(
     customers in the same transaction. Every run scores at least one batch; when the time budget is
     spent it stops between batches and reports `remaining` (a failed batch counts there too, and stays
     marked). A run for one shop rescores that shop at its `now` and marks its customers, so that the
-    next run brings them to the same window as everyone else.
+    next run brings them to the same window as everyone else. Full passes and one-shop runs also count
+    the scores in each tier.
     """
     batch_size = batch_size or settings.RECOMPUTE_SCORES_BATCH_SIZE
     state = ScoringState.objects.first() or ScoringState()
@@ -95,9 +96,10 @@ def recompute_scores(
         "updated": tally.changed - tally.created, "unchanged": tally.total - tally.changed,
         "drift": len(tally.drifted or ()), "full_pass": int(full_pass),
     }  # fmt: skip
-    scores = CustomerScore.objects.all() if shop is None else CustomerScore.objects.filter(customer__shop_id=shop)
-    tiers = dict(scores.values_list("tier").annotate(n=Count("*")).order_by())
-    counters |= {f"tier_{tier.value}": tiers.get(tier.value, 0) for tier in Tier}
+    if shop is not None or full_pass:  # counting the tiers reads every score: not the work of an incremental run
+        scores = CustomerScore.objects.all() if shop is None else CustomerScore.objects.filter(customer__shop_id=shop)
+        tiers = dict(scores.values_list("tier").annotate(n=Count("*")).order_by())
+        counters |= {f"tier_{tier.value}": tiers.get(tier.value, 0) for tier in Tier}
     errors = []
     if tally.drifted:
         named = ", ".join(str(customer) for customer in tally.drifted[:DRIFT_NAMED])
@@ -335,6 +337,7 @@ def _slide(since: datetime, now: datetime) -> int:
                 FROM ({crossed}) crossed
             ) signed
             GROUP BY customer_id
+            ORDER BY customer_id
         ) moved
         WHERE {scores}.customer_id = moved.customer_id
           AND (moved.a <> 0 OR moved.n <> 0 OR moved.l <> 0 OR moved.c <> 0 OR moved.entered IS NOT NULL)
