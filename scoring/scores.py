@@ -170,7 +170,7 @@ def _incremental(ctx: Context, state: ScoringState, batch_size: int, tally: Tall
         state.last_now = ctx.now
         state.save()
     tally.total, tally.changed = tally.total + slid, tally.changed + slid
-    before = tally.total + tally.failed
+    marked = DirtyCustomer.objects.count()
     due = DirtyCustomer.objects.order_by("customer_id").values_list("customer_id", flat=True)
     after, more = _FIRST, True
     while more and (ids := list(due.filter(customer_id__gt=after)[:batch_size])):
@@ -179,7 +179,7 @@ def _incremental(ctx: Context, state: ScoringState, batch_size: int, tally: Tall
         if ctx.out_of_time():
             break
     remaining = due.filter(customer_id__gt=after).count() if more else 0
-    return remaining, slid + tally.total + tally.failed - before + remaining
+    return remaining, slid + marked
 
 
 @dataclass
@@ -312,10 +312,10 @@ def _slide(since: datetime, now: datetime) -> int:
     new = {name: f"({scores}.{column} + moved.{name})" for name, (column, _) in counts.items()}
     score, tier = _rule_sql(new["a"], new["n"], new["l"])
     pending = Outcome.PENDING.value
-    crossed = " UNION ALL ".join(  # ranges that overlap (a gap longer than the window) add 0 twice
-        f"SELECT customer_id, outcome, starts_at FROM {appointments} "
-        f"WHERE outcome <> '{pending}' AND starts_at >= %(low{n})s AND starts_at < %(high{n})s"
-        for n in range(2)
+    crossed = " UNION ALL ".join(  # the two edges' ranges; when they overlap (a gap longer than the window)
+        f"SELECT customer_id, outcome, starts_at FROM {appointments} "  # an appointment adds 0 twice
+        f"WHERE outcome <> '{pending}' AND starts_at >= %({low})s AND starts_at < %({high})s"
+        for low, high in (("old_start", "start"), ("old_now", "now"))
     )
     sums = ", ".join(
         f"SUM(CASE WHEN outcome = '{outcome.value}' THEN sign ELSE 0 END) AS {name}"
@@ -345,13 +345,8 @@ def _slide(since: datetime, now: datetime) -> int:
           -- marked since this run moved the marks: rescored by the next run, as they are
           AND NOT EXISTS (SELECT 1 FROM {CustomerChange._meta.db_table} c WHERE c.customer_id = {scores}.customer_id)
     """
-    adapt = connection.ops.adapt_datetimefield_value
-    (low0, high0), (low1, high1) = _edges(since, now)
-    old, new_window = _window(since), _window(now)
-    params = {
-        "now": new_window["now"], "start": new_window["start"], "old_now": old["now"], "old_start": old["start"],
-        "low0": adapt(low0), "high0": adapt(high0), "low1": adapt(low1), "high1": adapt(high1),
-    }  # fmt: skip
+    old, params = _window(since), _window(now)
+    params |= {"old_now": old["now"], "old_start": old["start"]}
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount

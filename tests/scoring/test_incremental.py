@@ -203,13 +203,13 @@ changes = st.one_of(
 # batch (incremental or full), with batches of 1, 7 or all.
 runs = st.sampled_from(["whole", "full", "shop", "cut", "cut full"])
 rounds = st.lists(
-    st.tuples(st.lists(changes, max_size=3), st.integers(0, 20 * 24), runs, st.sampled_from([1, 7, 1000])),
+    st.tuples(st.lists(changes, max_size=5), st.integers(0, 20 * 24), runs, st.sampled_from([1, 7, 1000])),
     min_size=2,
     max_size=8,
 )
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rounds=rounds)
 def test_whatever_the_changes_and_runs_the_stored_scores_equal_a_full_recompute(rounds):
     with transaction.atomic():
