@@ -196,6 +196,7 @@ def seed(url: str, n: int) -> None:
             """,
             {"shops": shops, "n": n},
         )
+        conn.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the foreign keys checked now, so the table can be altered
         conn.execute("ALTER TABLE scoring_appointment ENABLE TRIGGER USER")
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
