@@ -581,7 +581,7 @@ def render_incremental(job: dict, incremental: dict, triggers: list[dict]) -> st
             "noise). The trigger's statement is timed by EXPLAIN ANALYZE on one more insert; the rest of the "
             "cost is PostgreSQL keeping the inserted rows for it. The triggers are statement-level: one extra "
             "INSERT ... SELECT DISTINCT per statement, whatever its number of rows, which appends one row to "
-            "`scoring_customerchange` (no index but its key) per customer with a resolved appointment in it; "
+            "`scoring_customerchange` (no key, no index) per customer with a resolved appointment in it; "
             "bookings (pending appointments) count in no score and append nothing.",
             "",
         ]

@@ -13,6 +13,7 @@ import importlib
 from django.db import migrations, models
 
 OLD = importlib.import_module("scoring.migrations.0006_dirty_customer_triggers")
+TRIGGERS = OLD.POSTGRESQL[OLD.POSTGRESQL.index("CREATE TRIGGER") :]  # the same five, calling the new function
 
 POSTGRESQL = """
 CREATE FUNCTION scoring_mark_dirty() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -37,17 +38,6 @@ BEGIN
     END IF;
     RETURN NULL;
 END $$;
-
-CREATE TRIGGER scoring_appointment_inserted AFTER INSERT ON scoring_appointment
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION scoring_mark_dirty();
-CREATE TRIGGER scoring_appointment_updated AFTER UPDATE ON scoring_appointment
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION scoring_mark_dirty();
-CREATE TRIGGER scoring_appointment_deleted AFTER DELETE ON scoring_appointment
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION scoring_mark_dirty();
-CREATE TRIGGER scoring_customer_added AFTER INSERT ON scoring_customer
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION scoring_mark_dirty();
-CREATE TRIGGER scoring_customer_moved AFTER UPDATE ON scoring_customer
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION scoring_mark_dirty();
 """
 
 POSTGRESQL_REVERSE = """
@@ -110,7 +100,7 @@ def fill_up(apps, schema_editor):
 def create(apps, schema_editor):
     OLD.drop(apps, schema_editor)
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(POSTGRESQL, params=None)
+        schema_editor.execute(POSTGRESQL + TRIGGERS, params=None)
     else:
         for statement in SQLITE:
             schema_editor.execute(statement, params=None)
