@@ -23,10 +23,10 @@ from jobs.context import Context, Result
 from jobs.models import JobRun, Status, Trigger
 from jobs.registry import JOBS, Job
 from jobs.runner import run_job
-from scoring.models import Customer, CustomerScore, Shop
+from scoring.models import Appointment, Customer, CustomerScore, Outcome, ScoringState, Shop
 from scoring.scores import recompute_scores
 from tests.helpers import ROOT, connect_elsewhere, database_url, free_port, webhook_receiver
-from tests.system.test_reliability import SCORE_FIELDS, recompute_held_at, seed
+from tests.system.test_reliability import SCORE_FIELDS, recompute_held_at, scores, seed
 
 real_db = pytest.mark.django_db(transaction=True)
 COMMIT_DONE = b"C\x00\x00\x00\x0bCOMMIT\x00"  # the server's CommandComplete for COMMIT
@@ -134,6 +134,44 @@ def test_a_customer_deleted_by_another_session_mid_run_costs_at_most_its_batch()
         assert saved == list(others.values_list(*SCORE_FIELDS))
         transaction.set_rollback(True)
     assert len(saved) == len(customers) - 1
+
+
+@pytest.mark.postgres
+@real_db
+def test_writers_never_wait_on_a_run_and_what_they_change_is_rescored_by_the_next():
+    seed()
+    recompute_scores(Context(now=timezone.now()))
+    customers = list(Customer.objects.order_by("id").values_list("id", flat=True))
+    first, later = customers[0], customers[-1]  # in the held run's first batch (done), and in one it never reaches
+    visit = Appointment.objects.filter(customer_id=first).exclude(outcome=Outcome.PENDING).first()
+    assert visit is not None
+    Appointment.objects.filter(pk=visit.pk).update(outcome=Outcome.NO_SHOW)  # marked: moved, then cleared, by the run
+    env = {**os.environ, "DATABASE_URL": database_url(), "RECOMPUTE_SCORES_BATCH_SIZE": "50"}
+    waited = []
+    with recompute_held_at(customers[500], env) as (process, _), connect_elsewhere() as writer:
+        writer.execute("SET lock_timeout = '2s'")  # a writer that waited on the run would fail here
+        for statement, params in [
+            ("UPDATE scoring_appointment SET outcome = 'attended', checked_in_at = starts_at "
+             "WHERE id = %s", [visit.pk]),
+            ("INSERT INTO scoring_appointment (id, shop_id, customer_id, starts_at, ends_at, outcome, resolved_at, "
+             "created_at) SELECT gen_random_uuid(), shop_id, id, now() - interval '2 days', "
+             "now() - interval '2 days' + interval '1 hour', 'no_show', now(), now() FROM scoring_customer "
+             "WHERE id = %s", [later]),
+        ]:  # fmt: skip
+            started = time.monotonic()
+            writer.execute(statement, params)
+            waited.append(time.monotonic() - started)
+    assert process.wait(60) == 0, process.stderr.read()
+    print(f"the writes took {', '.join(f'{s * 1000:.0f} ms' for s in waited)} while the run was held")
+    assert max(waited) < 1
+    counters = recompute_scores(Context(now=timezone.now())).counters
+    assert (counters["full_pass"], counters["dirty"] >= 2) == (0, True)
+    saved = scores()
+    with transaction.atomic():
+        CustomerScore.objects.all().delete()
+        recompute_scores(Context(now=ScoringState.objects.get().last_now), full=True)
+        assert saved == scores()
+        transaction.set_rollback(True)
 
 
 @real_db
