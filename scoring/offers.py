@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Case, Exists, IntegerField, OuterRef, QuerySet, Value, When
 from django.db.models.functions import Coalesce
 
@@ -26,6 +26,8 @@ from scoring.rules import UNSCORED_RANK
 LOOP_COUNTERS = ("total", "offered", "exhausted", "skipped", "remaining")
 EXPIRE_COUNTERS = ("total", "expired", "offered")
 LIVE = [OfferStatus.PENDING, OfferStatus.ACCEPTED]
+# Runs that make offers take turns (PostgreSQL): a two-key advisory lock, a key space apart from the jobs' locks.
+MAKING_OFFERS = (482175, 1)
 Slot = Mapping[str, Any]  # id, shop_id, customer_id, starts_at, ends_at
 
 
@@ -56,8 +58,15 @@ def offer_open_slots(now: datetime, *, limit: int, slots: QuerySet[Appointment])
     rest. Each slot goes to the best-ranked eligible candidate not already given a slot in this
     run (highest score first, `risky` last, then the longest wait): someone else than the slot's
     own customer, waiting at its shop, with no pending offer, never offered this slot, and free
-    at that time. An offer lost to a concurrent run or answer counts as `skipped`.
+    at that time. An offer lost to a concurrent answer counts as `skipped`.
+
+    offer-loop and expire-offers hold different job locks, and both make offers: two runs inserting
+    offers that conflict on both unique keys (slot, customer) in different orders would deadlock, so
+    on PostgreSQL they take turns, the second one matching with what the first has committed.
     """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", MAKING_OFFERS)  # until the run commits
     takeable = slots.filter(Exists(_eligible()))
     batch = list(
         takeable.order_by("starts_at", "id").values("id", "shop_id", "customer_id", "starts_at", "ends_at")[:limit]

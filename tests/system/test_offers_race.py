@@ -3,7 +3,10 @@ and a canceller, each a thread with its own connection, for 20 s with offers tha
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -18,7 +21,8 @@ from django.utils import timezone
 from jobs.models import Status, Trigger
 from jobs.runner import run_job
 from scoring.models import Appointment, Customer, OfferStatus, Shop, SlotOffer, WaitlistEntry
-from scoring.offers import OfferError, respond_to_offer
+from scoring.offers import MAKING_OFFERS, OfferError, respond_to_offer
+from tests.helpers import ROOT, connect_elsewhere, database_url
 
 SECONDS = 20
 
@@ -143,3 +147,24 @@ def test_offers_stay_correct_when_loops_and_answers_race(settings):
         same_time = [a for a in live[customer] if a[0] < slot.ends_at and a[1] > slot.starts_at]
         assert len(same_time) <= 1, f"customer {customer} double-booked at {slot.starts_at} ({same_time})"
     assert start < timezone.now()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_runs_that_make_offers_take_turns():
+    """offer-loop and expire-offers hold different job locks: a real offer-loop process waits for a session
+    that holds the offer-making lock (the two would otherwise insert crossing offers and deadlock)."""
+    seed(random.Random(5))
+    env = {**os.environ, "DATABASE_URL": database_url()}
+    with connect_elsewhere() as holder, connect_elsewhere() as watcher, holder.transaction():
+        holder.execute("SELECT pg_advisory_xact_lock(%s, %s)", MAKING_OFFERS)
+        process = subprocess.Popen([sys.executable, "manage.py", "offer_loop"], cwd=ROOT, env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        deadline, waited = time.monotonic() + 30, False
+        while not waited and process.poll() is None and time.monotonic() < deadline:
+            waited = bool(watcher.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", [holder.info.backend_pid]
+            ).fetchall())  # fmt: skip
+            time.sleep(0.01)
+    assert process.wait(60) == 0, process.stderr.read()
+    assert waited, "the offer loop made its offers without waiting for its turn"
