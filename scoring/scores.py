@@ -223,7 +223,7 @@ def _score_batch(
     """
     dirty = DirtyCustomer._meta.db_table
     tally.failed += batch.size  # until the batch is done
-    failed = tally.failed
+    done = False
     with ctx.item(str(batch)), connection.cursor() as cursor:
         marks = _select(cursor, dirty, "1", batch) if tally.drifted is not None else {}
         # Which rows existed before, to count new ones: PostgreSQL's upsert tells (xmax), SQLite's can't.
@@ -238,9 +238,6 @@ def _score_batch(
             cursor.execute(f"DELETE FROM {dirty} WHERE {where}", params)
         else:
             _mark(cursor, batch)
-        if state is not None:
-            state.pass_after = batch.upper
-            state.save()
         if connection.vendor == "postgresql":
             updated = {row[0] for row in rows if not row[1]}
         else:
@@ -251,9 +248,11 @@ def _score_batch(
         tally.total += batch.size  # counted last, inside: a failed batch counts only in `failed`
         tally.changed += len(rows)
         tally.failed -= batch.size
-    if tally.failed == failed and state is not None:  # it failed
-        with connection.cursor() as cursor:
-            _mark(cursor, batch)
+        done = True
+    if state is not None:  # a full pass: where it has got to (scoring a batch again at `at` changes nothing)
+        if not done:
+            with connection.cursor() as cursor:
+                _mark(cursor, batch)
         state.pass_after = batch.upper
         state.save()
 
