@@ -135,7 +135,7 @@ class JobRunAdmin(admin.ModelAdmin):
     def why(self, obj: JobRun) -> str:
         """Why the run did not succeed, in one line."""
         if obj.status == Status.SKIPPED:
-            return f"lock {obj.lock_id} held by {obj.held_by or 'another run'}"
+            return obj.skip_reason
         text = reason(obj) or "-"
         return text if len(text) <= 120 else text[:119] + "…"
 
@@ -243,7 +243,7 @@ class JobRunAdmin(admin.ModelAdmin):
         }.get(Status(run.status), messages.ERROR)  # fmt: skip
         text = report.summary(run, max_errors=3)
         if run.status == Status.SKIPPED:
-            text = f"{job.name} was not started: lock {run.lock_id} is held by {run.held_by}."
+            text = f"{job.name} was not started: {run.skip_reason}."
         messages.add_message(request, level, text)
         return HttpResponseRedirect(reverse("admin:jobs_jobrun_change", args=[run.pk]))
 

@@ -23,7 +23,10 @@ class Context:
 
     `params` are the job form's cleaned values. `checkpoint` is the opaque text a
     previous full run of the job returned when it stopped for lack of time (None:
-    start from the beginning). `errors` collects what `item()` caught.
+    start from the beginning). `errors` collects what `item()` caught. `hold(name)` takes a lock on
+    `name` as well as the job's, until the run ends, without waiting, or raises Held (the run is then
+    recorded `skipped`, naming what was held and by whom): for what runs share whatever their lock ids
+    (one job under two lock ids during a rollout, or two jobs).
     """
 
     now: datetime
@@ -34,6 +37,7 @@ class Context:
     errors: list[str] = field(default_factory=list)
     tracebacks: list[str] = field(default_factory=list)  # the items', stored on the run
     keep_alive: Callable[[], None] = lambda: None  # renews the run's lease (SQLite) between items and batches
+    hold: Callable[[str], None] = lambda name: None  # takes a named lock too (see above); no-op outside a run
 
     def out_of_time(self) -> bool:
         """Whether the run's time budget is spent: stop between batches and return a checkpoint."""
@@ -59,6 +63,14 @@ class Result:
     errors: Sequence[str] = ()
     remaining: int | None = None
     checkpoint: str | None = None
+
+
+class Held(Exception):
+    """What a run needs is held by another run (Context.hold): the run is recorded `skipped`."""
+
+    def __init__(self, what: str, holder: str | None) -> None:
+        super().__init__(f"{what} is held by {holder or 'another run'}")
+        self.what, self.holder = what, holder
 
 
 def one_line(error: BaseException) -> str:

@@ -10,12 +10,22 @@ Other databases (SQLite): a lease row with an owner token and a short expiry
 (JOBS_LEASE_SECONDS), renewed while the run works, so that a killed holder
 blocks its job for one lease at most. A late release deletes only its own lease.
 Lease writes retry while SQLite says "database is locked".
+
+A run can also hold named locks (Lock.also, Context.hold) for what runs share whatever their
+lock ids: a two-key advisory lock in the run's transaction on PostgreSQL, a lease on other
+databases, each keyed by a hash of the name, taken without waiting and let go with the run's.
+
+A killed client's backend runs its current statement to the end, and holds its locks that
+long, unless it checks its socket meanwhile: on PostgreSQL 14+ the run's transaction sets
+`client_connection_check_interval` (older servers: the lock outlives a killed run by as long
+as its last statement runs).
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,9 +36,12 @@ from django.conf import settings
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
+from jobs.context import Held
 from jobs.models import JobLease
 
 T = TypeVar("T")
+NAMED = 0x6A6F6273  # "jobs": the first key of named locks on PostgreSQL, apart from the jobs' one-key ids
+DEAD_CLIENT_CHECK = "1s"  # how often a run's backend looks whether its client is still there
 
 
 class LeaseLost(RuntimeError):
@@ -44,6 +57,7 @@ class Lock:
     holder: str | None = None
     owner: str | None = None  # our lease token (SQLite)
     renewed_at: datetime = field(default_factory=timezone.now)
+    named: list[int] = field(default_factory=list)  # the lease ids of the named locks also held (SQLite)
 
     def renew(self) -> None:
         """Keep a lease alive while the run works: called between items and batches. No-op on PostgreSQL."""
@@ -53,12 +67,26 @@ class Lock:
         now = timezone.now()
         if now - self.renewed_at < ttl / 4:
             return
-        renewed = retrying(
-            lambda: JobLease.objects.filter(lock_id=self.lock_id, owner=self.owner).update(expires_at=now + ttl)
-        )
-        if not renewed:
-            raise LeaseLost(f"the lease on lock {self.lock_id} expired and was taken over")
+        mine = JobLease.objects.filter(lock_id__in=[self.lock_id, *self.named], owner=self.owner)
+        if retrying(lambda: mine.update(expires_at=now + ttl)) < 1 + len(self.named):
+            raise LeaseLost(f"the lease on lock {self.lock_id} (or a named one) expired and was taken over")
         self.renewed_at = now
+
+    def also(self, name: str) -> None:
+        """Hold the lock named `name` as well, until this one goes, without waiting; raise Held if it is taken."""
+        key = zlib.crc32(name.encode()) & 0x7FFFFFFF
+        if self.owner is None:  # PostgreSQL: in the run's transaction, released with it
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [NAMED, key])
+                if not cursor.fetchone()[0]:
+                    raise Held(name, _holder(cursor, NAMED, key, 2))
+            return
+        lock_id, owner = NAMED << 32 | key, self.owner
+        if lock_id in self.named:
+            return
+        if not retrying(lambda: take_lease(lock_id, owner, timedelta(seconds=settings.JOBS_LEASE_SECONDS))):
+            raise Held(name, JobLease.objects.filter(lock_id=lock_id).values_list("owner", flat=True).first())
+        self.named.append(lock_id)
 
 
 @contextmanager
@@ -74,7 +102,13 @@ def hold(lock_id: int, owner: str = "") -> Iterator[Lock]:
             held = bool(cursor.fetchone()[0])
             if held:  # name this session for as long as it holds the lock, so a run that finds it taken can say by whom
                 cursor.execute("SELECT set_config('application_name', %s, true)", [owner[:63]])
-            yield Lock(lock_id, held=held, holder=None if held else _holder(cursor, lock_id))
+                # and make a killed client's backend notice within DEAD_CLIENT_CHECK, even mid-statement (14+)
+                if connection.pg_version >= 140000:  # type: ignore[attr-defined]
+                    cursor.execute(
+                        "SELECT set_config('client_connection_check_interval', %s, true)", [DEAD_CLIENT_CHECK]
+                    )
+            key = lock_id & 0xFFFFFFFFFFFFFFFF  # a bigint key shows in pg_locks as two unsigned halves
+            yield Lock(lock_id, held=held, holder=None if held else _holder(cursor, key >> 32, key & 0xFFFFFFFF, 1))
     else:
         with lease(lock_id, owner) as taken:
             yield taken
@@ -89,20 +123,20 @@ def lease(lock_id: int, owner: str = "") -> Iterator[Lock]:
         holder = JobLease.objects.filter(lock_id=lock_id).values_list("owner", flat=True).first()
         yield Lock(lock_id, held=False, holder=holder)
         return
+    taken = Lock(lock_id, held=True, owner=token)
     try:
-        yield Lock(lock_id, held=True, owner=token)
+        yield taken
     finally:
-        retrying(lambda: release_lease(lock_id, token))
+        retrying(lambda: JobLease.objects.filter(lock_id__in=[lock_id, *taken.named], owner=token).delete())
 
 
-def _holder(cursor: Any, lock_id: int) -> str | None:
-    """The application name of the session holding an advisory lock, if the lock is still held."""
-    key = lock_id & 0xFFFFFFFFFFFFFFFF  # a bigint key shows in pg_locks as two unsigned halves
+def _holder(cursor: Any, classid: int, objid: int, objsubid: int) -> str | None:
+    """The application name of the session holding an advisory lock (as pg_locks shows its key), if still held."""
     cursor.execute(
         "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
-        " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s AND l.objsubid = 1"
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s AND l.objsubid = %s"
         " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",  # keys are per database
-        [key >> 32, key & 0xFFFFFFFF],
+        [classid, objid, objsubid],
     )
     row = cursor.fetchone()
     return row[0] if row else None

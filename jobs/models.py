@@ -45,6 +45,9 @@ class JobRun(models.Model):
     held_by = models.CharField(
         max_length=100, blank=True, help_text="Skipped runs: who held the lock (a run of ours, or another session)."
     )
+    held = models.CharField(
+        max_length=100, blank=True, help_text="Skipped runs: what was held, when not the job's lock (the job names it)."
+    )
 
     class Meta:
         ordering = ["-started_at", "-id"]
@@ -61,6 +64,11 @@ class JobRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job} #{self.pk} ({self.status})"
+
+    @property
+    def skip_reason(self) -> str:
+        """Why a skipped run did not start: what was held, and by whom."""
+        return f"{self.held or f'lock {self.lock_id}'} is held by {self.held_by or 'another run'}"
 
 
 class JobLease(models.Model):

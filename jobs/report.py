@@ -17,7 +17,8 @@ def counters(run: JobRun) -> dict[str, Any]:
 def body(run: JobRun) -> dict[str, Any]:
     head = {"job": run.job, "runId": run.pk, "status": run.status}
     if run.status == Status.SKIPPED:
-        return {**head, "skipped": True, "reason": "locked", "heldBy": run.held_by}
+        held = {"held": run.held} if run.held else {}
+        return {**head, "skipped": True, "reason": "locked", "heldBy": run.held_by, **held}
     if run.status == Status.FAILED:
         return {**head, "error": "Job failed; the traceback is on the run in the admin."}
     dry_run: dict[str, Any] = {"dryRun": True} if run.params.get("dry_run") else {}
@@ -28,7 +29,7 @@ def summary(run: JobRun, max_errors: int | None = None) -> str:
     """The run in a few lines: status and time, its counters, and its errors (the first `max_errors` of them)."""
     head = f"{run.job}: {run.status} in {run.duration_ms} ms (run #{run.pk})"
     if run.status == Status.SKIPPED:
-        return f"{head}: lock {run.lock_id} is held by {run.held_by or 'another run'}"
+        return f"{head}: {run.skip_reason}"
     if run.status == Status.FAILED:
         reason = run.errors[0] if run.errors else "no reason recorded"
         return f"{head}\n  {reason}\n  the full traceback is stored on run #{run.pk}"

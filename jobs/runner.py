@@ -21,7 +21,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from jobs import alerts, locks
-from jobs.context import Context, Result, one_line
+from jobs.context import Context, Held, Result, one_line
 from jobs.forms import COMMON, clean
 from jobs.health import real_runs
 from jobs.locks import retrying
@@ -47,6 +47,7 @@ def run_job(
     1. Resolve the lock id: the lock_id parameter, else the <NAME>_LOCK_ID variable, else the declaration's.
     2. Record the run as `running`, committed, so staff see it now and a kill leaves a trace.
     3. Take the lock without waiting. If it is held: `skipped`, with who holds it, done.
+       (So is a run whose job finds a named lock it takes with ctx.hold held by another run.)
        On PostgreSQL the rest runs in the lock's transaction, with constraint checks
        made statement by statement (a row deleted meanwhile costs one item, not the COMMIT).
     4. Call the job with its Context: the run's `now`, the deadline of the time budget, the
@@ -103,10 +104,14 @@ def _run(job: Job, params: dict[str, Any], trigger: Trigger, user: User | Anonym
                 dry_run=params["dry_run"],
                 checkpoint=None if job.scoped(params) else _checkpoint(job, run),
                 keep_alive=lock.renew,
+                hold=lock.also,
             )
             result = _call(job, run, ctx)
             _mark_abandoned(run)
             run.finished_at = timezone.now()  # ... and ends before it goes: runs never overlap in the ledger
+            if isinstance(result, Held):
+                run.held, run.held_by = result.what[:100], _held_by(run, result.holder)
+                return _finish(run, Status.SKIPPED)
             if isinstance(result, Crash):
                 return _finish(run, Status.FAILED, errors=[result.reason], tb=result.traceback)
             errors = [*ctx.errors, *result.errors]
@@ -144,7 +149,7 @@ class Crash:
     traceback: str
 
 
-def _call(job: Job, run: JobRun, ctx: Context) -> Result | Crash:
+def _call(job: Job, run: JobRun, ctx: Context) -> Result | Held | Crash:
     # Inside the lock's transaction (PostgreSQL) a savepoint lets a crashed job
     # undo its own writes and still commit step 5. A dry run needs a transaction
     # to roll back. Otherwise (SQLite) each item commits on its own.
@@ -154,6 +159,8 @@ def _call(job: Job, run: JobRun, ctx: Context) -> Result | Crash:
             result = job.func(ctx)
             if ctx.dry_run:
                 transaction.set_rollback(True)
+    except Held as held:  # something the job needs is another run's: it did nothing (its savepoint is undone)
+        return held
     except Exception as error:
         logger.exception("job %s run #%s failed", job.name, run.pk)
         return Crash(one_line(error), traceback.format_exc())
@@ -207,6 +214,6 @@ def _finish(
     run.error_count = len(run.errors)
     run.traceback = tb
     fields = ["status", "started_at", "finished_at", "duration_ms", "counters", "errors", "error_count", "traceback"]
-    retrying(lambda: run.save(update_fields=[*fields, "held_by"]))
+    retrying(lambda: run.save(update_fields=[*fields, "held_by", "held"]))
     logger.info("job %s run #%s %s in %d ms", run.job, run.pk, status, run.duration_ms)
     return run

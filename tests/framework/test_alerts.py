@@ -152,7 +152,7 @@ def get_health(path: str = "/api/jobs/health", **headers: str) -> tuple[int, dic
 def test_health_lists_every_job_and_is_200_when_none_is_failing_or_late():
     status, body = get_health()
     assert status == 200 and body["status"] == "ok" and body["checkedAt"].endswith("Z")
-    assert set(body["jobs"]) == {"nightly", "frequent", "on-demand", "batches", "blocking", "failing-item",
+    assert set(body["jobs"]) == {"nightly", "frequent", "on-demand", "batches", "blocking", "failing-item", "sharing",
                                  "crashing", "prune-job-runs"}  # fmt: skip
     assert body["jobs"]["nightly"] == {
         "verdict": "never run", "late": False, "note": "No run recorded yet.", "lastRunId": None,

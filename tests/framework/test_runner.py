@@ -10,7 +10,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from jobs import report
-from jobs.models import JobRun, Status, Trigger
+from jobs.models import JobLease, JobRun, Status, Trigger
 from jobs.runner import run_job
 from tests.framework import testjobs
 from tests.framework.testjobs import TEST_LOCK_ID
@@ -80,6 +80,43 @@ def test_a_second_run_while_the_first_is_running_is_skipped(on_postgres):
     assert first[0].status == Status.SUCCEEDED
     assert list(JobRun.objects.order_by("id").values_list("status", flat=True)) == ["succeeded", "skipped"]
     assert lock_is_free(990005)
+
+
+@real_db
+def test_a_run_under_another_lock_id_is_skipped_when_what_it_shares_is_held(on_postgres):
+    testjobs.started.clear()
+    testjobs.release.clear()
+    first: list[JobRun] = []
+
+    def run_first() -> None:
+        try:
+            first.append(run_job("sharing", trigger=Trigger.CRON))
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run_first)
+    thread.start()
+    try:
+        assert testjobs.started.wait(10)
+        second = run_job("sharing", {"lock_id": 990009}, trigger=Trigger.CLI)  # its own lock is free
+        holder = f"run #{JobRun.objects.order_by('id').first().pk}"
+        assert report.body(second) == {
+            "job": "sharing", "runId": second.pk, "status": "skipped", "skipped": True, "reason": "locked",
+            "heldBy": holder, "held": "the shared thing",
+        }  # fmt: skip
+        assert report.summary(second).endswith(f": the shared thing is held by {holder}")
+    finally:
+        testjobs.release.set()
+        thread.join(10)
+    assert first[0].status == Status.SUCCEEDED
+    assert Group.objects.count() == 1  # the first run's: the second wrote nothing
+    assert lock_is_free(990008) and lock_is_free(990009)
+    if on_postgres:
+        with connect_elsewhere() as other:
+            left = other.execute(f"SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND {THIS_DATABASE}")
+            assert left.fetchone()[0] == 0  # the shared thing's lock went with the run
+    else:
+        assert not JobLease.objects.exists()
 
 
 @real_db

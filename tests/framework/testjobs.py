@@ -57,6 +57,12 @@ def blocking(ctx: Context) -> Result:
     return Result({"total": 1})
 
 
+def sharing(ctx: Context) -> Result:
+    """Holds a thing that runs share whatever their lock ids, then blocks as `blocking` does."""
+    ctx.hold("the shared thing")
+    return blocking(ctx)
+
+
 def failing_item(ctx: Context) -> Result:
     """Three items; the second raises a database error half-way through its writes."""
     done = 0
@@ -85,4 +91,5 @@ JOBS_FOR_TESTS = [
     Job("blocking", 990005, blocking, "Waits for the test."),
     Job("failing-item", 990006, failing_item, "Its second item fails.", counters=("total", "done")),
     Job("crashing", 990007, crashing, "Raises."),
+    Job("sharing", 990008, sharing, "Holds the shared thing, then waits for the test."),
 ]  # fmt: skip
