@@ -134,7 +134,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         # Writers queue instead of failing at once; WAL lets readers run beside them.
         "timeout": 20,
         "transaction_mode": "IMMEDIATE",
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-65536;",
+        # recursive_triggers: an INSERT OR REPLACE fires the delete triggers of the row it replaces, so the
+        # scores' triggers see it (scoring/migrations).
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-65536;"
+        " PRAGMA recursive_triggers=ON;",
     }
     # A file, not memory, so that tests can share it with real subprocesses.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".test.sqlite3")}

@@ -153,7 +153,9 @@ class DirtyCustomer(models.Model):
 
 
 class ScoringState(models.Model):
-    """One row: what the last runs of recompute-scores left, so the next one knows what to do."""
+    """One row: what the last runs of recompute-scores left, so the next one knows what to do. Changed by
+    one run at a time (scoring.scores.STATE), and by triggers: a TRUNCATE of a table the scores come from
+    or go to makes the next run a full pass."""
 
     last_now = models.DateTimeField(
         null=True, blank=True, help_text="The window's end: every stored score not marked dirty is exact at it."
@@ -163,6 +165,8 @@ class ScoringState(models.Model):
     rule_version = models.PositiveSmallIntegerField(null=True, blank=True, help_text="The rule of that full pass.")
     pass_started_at = models.DateTimeField(null=True, blank=True, help_text="`now` of a full pass cut short.")
     pass_after = models.UUIDField(null=True, blank=True, help_text="The last customer that pass scored.")
+    pass_window_days = models.PositiveSmallIntegerField(null=True, blank=True, help_text="The window of that pass.")
+    pass_rule_version = models.PositiveSmallIntegerField(null=True, blank=True, help_text="The rule of that pass.")
 
     def __str__(self) -> str:
         return f"last run at {self.last_now}, last full pass at {self.last_full_at}"

@@ -45,6 +45,7 @@ COUNTERS = (
     *(f"tier_{tier.value}" for tier in Tier),
 )  # fmt: skip
 DRIFT_NAMED = 10  # customers named in the errors of a run that found drift
+STATE = "the scoring state"  # what every run holds (Context.hold)
 
 
 @dataclass
@@ -71,13 +72,19 @@ def recompute_scores(
     next run brings them to the same window as everyone else. Full passes and one-shop runs also count
     the scores in each tier.
     """
+    ctx.hold(STATE)  # one run at a time, whatever its lock id: a window slid twice is wrong for good
     batch_size = batch_size or settings.RECOMPUTE_SCORES_BATCH_SIZE
     state = ScoringState.objects.first() or ScoringState()
-    window = settings.RECOMPUTE_SCORES_WINDOW_DAYS
+    basis = (settings.RECOMPUTE_SCORES_WINDOW_DAYS, rules.RULE_VERSION)
     stale = (
         state.last_now is None or state.last_full_at is None or ctx.now < state.last_now
-        or (state.window_days, state.rule_version) != (window, rules.RULE_VERSION)
+        or (state.window_days, state.rule_version) != basis
     )  # fmt: skip
+    if state.pass_started_at and (
+        ctx.now < state.pass_started_at or (state.pass_window_days, state.pass_rule_version) != basis
+    ):
+        # A pass cut short under another window or rule, or a clock gone back: its scores are no part of a new one.
+        state.pass_started_at = state.pass_after = None
     # A full pass cut short goes on at the next run, whatever asked for it.
     full_pass = shop is None and (full or stale or state.pass_after is not None)
     if shop is None:
@@ -135,6 +142,7 @@ def _full_pass(
     customers = Customer.objects.all() if shop is None else Customer.objects.filter(shop_id=shop)
     if shop is None and state.pass_after is None:
         state.pass_started_at, state.pass_after = ctx.now, _FIRST
+        state.pass_window_days, state.pass_rule_version = settings.RECOMPUTE_SCORES_WINDOW_DAYS, rules.RULE_VERSION
     at = ctx.now if shop is not None else state.pass_started_at
     assert at is not None
     tally = Tally(drifted=[] if drift and shop is None else None)
@@ -155,7 +163,7 @@ def _full_pass(
         # Every score is exact at `at` now, or its customer is marked: the window's end is there.
         state.last_now = state.last_full_at = at
         state.window_days, state.rule_version = settings.RECOMPUTE_SCORES_WINDOW_DAYS, rules.RULE_VERSION
-        state.pass_started_at = state.pass_after = None
+        state.pass_started_at = state.pass_after = state.pass_window_days = state.pass_rule_version = None
         state.save()
     return tally, remaining, str(after) if after != _LAST else None, dirty
 

@@ -18,8 +18,8 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import datetime
+from contextlib import contextmanager, suppress
+from datetime import datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 
@@ -150,8 +150,8 @@ def test_5_parallel_manage_py_processes_run_one_at_a_time_and_are_all_recorded()
 
 
 @contextmanager
-def recompute_held_at(customer_id: object, env: dict[str, str]) -> Iterator[tuple[subprocess.Popen, int]]:
-    """A real `manage.py recompute_scores --full` held mid-run, whatever the machine's speed.
+def recompute_held_at(customer_id: object, env: dict[str, str], *args: str) -> Iterator[tuple[subprocess.Popen, int]]:
+    """A real `manage.py recompute_scores` (`args`, or else `--full`) held mid-run, whatever the machine's speed.
 
     Another session locks the score row of `customer_id`, so the run's upsert of that
     customer's batch waits on it: every earlier batch is written (uncommitted), no later
@@ -162,7 +162,7 @@ def recompute_held_at(customer_id: object, env: dict[str, str]) -> Iterator[tupl
     with connect_elsewhere() as blocker, connect_elsewhere() as watcher, blocker.transaction():
         blocker.execute("SELECT 1 FROM scoring_customerscore WHERE customer_id = %s FOR UPDATE", [customer_id])
         process = subprocess.Popen(
-            [sys.executable, "manage.py", "recompute_scores", "--full"], cwd=ROOT, env=env,
+            [sys.executable, "manage.py", "recompute_scores", *(args or ["--full"])], cwd=ROOT, env=env,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         deadline = time.monotonic() + 60
@@ -218,6 +218,53 @@ def test_kill_9_at_random_points_ten_times_frees_the_lock_writes_nothing_and_the
     assert result.returncode == 0, result.stderr
     assert set(JobRun.objects.filter(status=Status.ABANDONED).values_list("pk", flat=True)) == set(killed)
     assert not JobRun.objects.filter(status=Status.RUNNING).exists()
+    assert_equals_one_clean_run()
+
+
+@pytest.mark.postgres
+@real_db
+def test_a_run_killed_mid_statement_lets_go_of_its_lock_within_2_seconds():
+    seed(customers=500, appointments=3000)
+    recompute_scores(Context(now=timezone.now()))
+    customers = list(CustomerScore.objects.order_by("customer_id").values_list("customer_id", flat=True))
+    env = {**os.environ, "DATABASE_URL": database_url(), "RECOMPUTE_SCORES_BATCH_SIZE": "50"}
+    with recompute_held_at(customers[200], env) as (process, backend):
+        # Its statement waits on a row that stays locked until the end of this block: without a look at its
+        # socket, the backend would wait (and hold the job's lock) for as long as that.
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        killed = time.monotonic()
+        assert lock_gone_within(482175, 2), "the lock outlived its killed run by 2 s"
+        print(f"lock gone {time.monotonic() - killed:.2f} s after the kill, the row still held")
+        with connect_elsewhere() as other:
+            assert not other.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [backend]).fetchall()
+
+
+@pytest.mark.postgres
+@real_db
+def test_two_runs_under_different_lock_ids_never_slide_the_window_twice():
+    seed()
+    then = timezone.now() - timedelta(days=3)
+    recompute_scores(Context(now=then))  # the last run, three days ago: the next slides the window three days
+    visit = Appointment.objects.filter(outcome=Outcome.ATTENDED, starts_at__lt=then).first()
+    Appointment.objects.filter(pk=visit.pk).update(outcome=Outcome.NO_SHOW, checked_in_at=None)  # to rescore
+    env = {**os.environ, "DATABASE_URL": database_url()}
+    # The first run has slid the window (uncommitted) and waits to rescore the marked customer.
+    with recompute_held_at(visit.customer_id, env, "--json") as (first, _):
+        second = subprocess.Popen(
+            [sys.executable, "manage.py", "recompute_scores", "--json", "--lock-id", "999"], cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        with suppress(subprocess.TimeoutExpired):  # a second slide would wait on the first's rows, not skip
+            second.wait(10)
+    out, err = second.communicate(timeout=60)
+    first.communicate(timeout=60)
+    holder = JobRun.objects.get(lock_id=482175)
+    assert (second.returncode, json.loads(out)) == (75, {
+        "job": "recompute-scores", "runId": holder.pk + 1, "status": "skipped", "skipped": True,
+        "reason": "locked", "heldBy": f"run #{holder.pk}", "held": "the scoring state",
+    }), err  # fmt: skip
+    assert holder.status == Status.SUCCEEDED
     assert_equals_one_clean_run()
 
 
