@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Q, QuerySet
+from django.db.models import QuerySet
 from django.forms import BoundField
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
@@ -19,7 +19,7 @@ from django.views.decorators.http import require_POST
 
 from jobs import report
 from jobs.forms import ParamError, clean
-from jobs.health import FINISHED, ago, overview, real_runs, reason
+from jobs.health import ago, overview, real_runs, reason, week
 from jobs.models import JobRun, Status, Trigger
 from jobs.registry import JOBS, Job
 from jobs.runner import run_job
@@ -287,8 +287,6 @@ def overview_context(request: HttpRequest) -> dict[str, Any]:
     for health in healths:
         last, success = health.last_run, health.last_success
         recent = list(JobRun.objects.filter(job=health.job.name).order_by("-id")[:STRIP])[::-1]
-        week = real_runs(health.job).filter(started_at__gte=now - timedelta(days=7), status__in=FINISHED)
-        counts = week.aggregate(finished=Count("id"), succeeded=Count("id", filter=Q(status=Status.SUCCEEDED)))
         failure = real_runs(health.job).filter(status__in=[Status.FAILED, Status.ABANDONED, Status.PARTIAL]).first()
         rows.append(
             {
@@ -300,9 +298,7 @@ def overview_context(request: HttpRequest) -> dict[str, Any]:
                 "success_ago": ago(now - success.started_at) if success else None,
                 "strip": strip(recent),
                 "sparkline": sparkline(recent),
-                "week": f"{counts['succeeded'] / counts['finished']:.0%} of {counts['finished']} succeeded"
-                if counts["finished"]
-                else "no finished runs",
+                "week": week(health.job, now),
                 "last_failure": failure,
                 "last_failure_reason": reason(failure) if failure else "",
                 "run_now": run_now_form(health.job),

@@ -1,4 +1,4 @@
-"""Operators are told, not only shown: one message when a job turns failing or late, a reminder
+"""Operators are told, not only shown: one message when a job turns failing, blocked, behind or late, a reminder
 every JOBS_ALERT_REPEAT_HOURS while it stays so, and one when it recovers.
 
 Checked at the end of every run of any job and on every health request, so lateness is noticed
@@ -18,13 +18,12 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from cronsim import CronSim
 from django.conf import settings
 from django.core.mail import send_mail
-from django.db.models import F
+from django.db.models import F, Q
 from django.urls import reverse
 
-from jobs.health import FINISHED, JobHealth, ago, health, real_runs
+from jobs.health import FINISHED, JobHealth, ago, health, missed_runs, real_runs
 from jobs.models import JobAlert, Status
 from jobs.registry import JOBS, Job
 
@@ -108,7 +107,8 @@ def decide(
 
 
 def _bad(job: Job, current: JobHealth) -> tuple[str, datetime | None]:
-    """ "failing" once JOBS_ALERT_AFTER_FAILURES runs in a row failed, or "late" ("" if neither), and since when."""
+    """What opens an incident ("" if nothing), and since when: "failing" once JOBS_ALERT_AFTER_FAILURES runs
+    in a row failed; "blocked", "behind" and "late" as soon as they are the verdict (or, for late, beside it)."""
     if current.verdict == "failing" and current.last_run is not None:
         if current.last_run.status == Status.RUNNING:  # it never finished
             return "failing", current.last_run.started_at
@@ -119,42 +119,33 @@ def _bad(job: Job, current: JobHealth) -> tuple[str, datetime | None]:
         if since_success[:threshold].count() >= threshold:  # bounded: never more than the threshold's rows
             first = since_success.order_by("started_at").values_list("started_at", flat=True).first()
             return "failing", first  # the incident began with the first of them
-    if not current.late:
-        return "", None
-    last_arrival = current.last_run.started_at if current.last_run else current.expected_at
-    assert job.schedule is not None and last_arrival is not None  # late implies both
-    return "late", next(iter(CronSim(job.schedule, last_arrival)))  # the first scheduled time that got no run
+    if current.verdict == "blocked":
+        return "blocked", current.expected_at
+    if current.verdict == "behind":
+        oldest = current.backlog.oldest if current.backlog else None
+        return "behind", oldest or (current.last_run.started_at if current.last_run else None)
+    if current.late:
+        return "late", current.expected_at  # the scheduled time that got no run
+    return "", None
 
 
 def recovery_text(job: Job, state: JobAlert, current: JobHealth, now: datetime) -> str:
-    """How long the incident lasted, how many runs failed and how many never came."""
+    """How long the incident lasted, how many runs failed, were skipped on a held lock, or never came."""
     success = current.last_success
     assert success is not None  # recovering means a success
     before = real_runs(job).filter(status=Status.SUCCEEDED, started_at__lt=success.started_at).first()
     start = before.started_at if before else (state.opened_at or success.started_at)
-    runs = real_runs(job).filter(started_at__gte=start, started_at__lt=success.started_at)
-    failed = runs.filter(status__in=[Status.FAILED, Status.ABANDONED, Status.PARTIAL]).count()
-    arrivals = list(runs.exclude(status=Status.SKIPPED).values_list("started_at", flat=True))
-    missed = missed_runs(job, start, success.started_at, arrivals)
+    runs = real_runs(job).filter(started_at__gte=start, started_at__lte=success.started_at)
+    # A run stopped by its time budget (partial without errors) is resuming, not failing.
+    failed = runs.filter(Q(status__in=[Status.FAILED, Status.ABANDONED]) | Q(status=Status.PARTIAL, error_count__gt=0))
+    count = failed.count()
+    skipped = runs.filter(status=Status.SKIPPED).count()
+    missed = missed_runs(job, start, success.started_at, list(runs.values_list("started_at", flat=True)))
+    held = f", {skipped} skipped on a held lock" if skipped else ""
     return (
-        f"{job.name} recovered after {ago(now - (state.opened_at or start))}: {failed} run{'s' * (failed != 1)} "
-        f"failed, {missed} missed. Run #{success.pk} succeeded."
+        f"{job.name} recovered after {ago(now - (state.opened_at or start))}: {count} run{'s' * (count != 1)} "
+        f"failed{held}, {missed} missed. Run #{success.pk} succeeded."
     )
-
-
-def missed_runs(job: Job, start: datetime, end: datetime, arrivals: list[datetime]) -> int:
-    """Scheduled times between two successes that no run answered before the next scheduled time."""
-    if job.schedule is None:
-        return 0
-    fires = []
-    for fire in CronSim(job.schedule, start):
-        if fire >= end:
-            break
-        fires.append(fire)
-    if not fires:
-        return 0
-    slots = zip(fires, [*fires[1:], end], strict=True)
-    return sum(not any(fire <= arrived < until for arrived in arrivals) for fire, until in slots)
 
 
 def _message(kind: str, job: Job, verdict: str, previous: str, current: JobHealth, text: str) -> Message:

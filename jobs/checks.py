@@ -28,8 +28,10 @@ def declarations_are_consistent(app_configs: Any, **kwargs: Any) -> list[CheckMe
             problems.append(Error(f"Job {job.name}: schedule must have 5 fields.", id="jobs.E003"))
         if job.name in RESERVED or "/" in job.name:
             problems.append(Error(f"{job.name!r} cannot be a job's name.", id="jobs.E004"))
-    known = {job.variable(suffix) for job in JOBS.values() for suffix in ("LOCK_ID", "CRON_GRACE_MINUTES")}
-    for variable in [*settings.JOBS_LOCK_IDS, *settings.JOBS_CRON_GRACE_MINUTES]:
+    known = {
+        job.variable(suffix) for job in JOBS.values() for suffix in ("LOCK_ID", "CRON_GRACE_MINUTES", "MAX_LAG_MINUTES")
+    }
+    for variable in [*settings.JOBS_LOCK_IDS, *settings.JOBS_CRON_GRACE_MINUTES, *settings.JOBS_MAX_LAG_MINUTES]:
         if variable not in known:
             problems.append(Warning(f"{variable} is set, but no job is called that.", id="jobs.W003"))
     return problems

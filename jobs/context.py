@@ -65,6 +65,15 @@ class Result:
     checkpoint: str | None = None
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """What a job has left to do, as it measures it (a job's `backlog` declaration): how many items are due,
+    and since when the oldest has been due (None when the job cannot tell)."""
+
+    due: int
+    oldest: datetime | None = None
+
+
 class Held(Exception):
     """What a run needs is held by another run (Context.hold): the run is recorded `skipped`."""
 

@@ -2,35 +2,51 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from cron_descriptor import ExpressionDescriptor
 from cronsim import CronSim
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 
+from jobs.context import Backlog
 from jobs.models import JobRun, Status
 from jobs.registry import JOBS, Job
 
 FINISHED = [Status.SUCCEEDED, Status.PARTIAL, Status.FAILED, Status.ABANDONED]
 RESUMING_LIMIT = 3  # runs in a row that ran out of time before "resuming" becomes "failing"
+SHRINKING = 3  # finished runs whose `remaining` must go down, or the job is behind
+# How bad each verdict is: health's status is the worst; only 0 answers 200. The rest are 0.
+SEVERITY = {"late": 1, "behind": 2, "blocked": 3, "failing": 4}
 
 
 @dataclass(frozen=True)
 class JobHealth:
     job: Job
-    verdict: str  # ok | failing | late | running | never run | resuming
-    late: bool  # no run arrived since the schedule's last expected time (plus grace), whatever the verdict
-    expected_at: datetime | None  # that expected time, when late
+    verdict: str  # ok | running | never run | resuming | late | behind | blocked | failing
+    late: bool  # the run due after the last one has not come (within its grace), whatever the verdict
+    expected_at: datetime | None  # when that run was due, when late
     note: str
     last_run: JobRun | None
     last_success: JobRun | None
     next_run: datetime | None
+    backlog: Backlog | None = None  # what the job has left to do, when it can tell
+
+    @property
+    def status(self) -> str:
+        """The verdict as health's status counts it: ok, late, behind, blocked or failing."""
+        return self.verdict if self.verdict in SEVERITY else "late" if self.late else "ok"
 
     @property
     def schedule_in_words(self) -> str:
         return describe(self.job.schedule)
+
+
+def worst(healths: list[JobHealth]) -> str:
+    """Health's top-level status: the worst of the jobs' (ok when none is late, behind, blocked or failing)."""
+    return max((h.status for h in healths), key=lambda status: SEVERITY.get(status, 0), default="ok")
 
 
 def describe(schedule: str | None) -> str:
@@ -51,18 +67,25 @@ def real_runs(job: Job) -> QuerySet[JobRun]:
 
 
 def health(job: Job, now: datetime) -> JobHealth:
+    """The job's verdict: the worst of what its last runs say (failing, resuming, running), whether the run
+    due after the last one has come (late, or blocked when it came and found the lock held), and whether
+    its work piles up (behind)."""
     runs = real_runs(job)
     last_run = runs.exclude(status=Status.SKIPPED).first()
-    finished = list(runs.filter(status__in=FINISHED)[:RESUMING_LIMIT])
+    finished = list(runs.filter(status__in=FINISHED)[: max(RESUMING_LIMIT, SHRINKING)])
     last_success = runs.filter(status=Status.SUCCEEDED).first()
     next_run = next(iter(CronSim(job.schedule, now)), None) if job.schedule else None
     verdict, note = _verdict(now, last_run, finished)
-    expected_at, late_note = _lateness(job, now, last_run, last_success)
-    if expected_at and verdict in ("ok", "never run"):
-        verdict, note = "late", f"{note} {late_note}" if verdict == "never run" else late_note
-    elif expected_at:
-        note = f"{note} {late_note}"
-    return JobHealth(job, verdict, expected_at is not None, expected_at, note, last_run, last_success, next_run)
+    expected_at, overdue, overdue_note = _lateness(job, now, last_run)
+    backlog = job.backlog(now) if job.backlog else None
+    behind = _behind(job, now, backlog, finished)
+    # The worst verdict wins; a live run explains skips and lateness.
+    found = [(verdict, note)] + [(overdue, overdue_note)] * bool(overdue) + [("behind", behind)] * bool(behind)
+    if verdict != "running":
+        verdict, note = max(found, key=lambda pair: SEVERITY.get(pair[0], 0))
+    notes = [text for name, text in found if text and name != verdict]
+    note = " ".join([note, *notes]).strip()
+    return JobHealth(job, verdict, overdue == "late", expected_at, note, last_run, last_success, next_run, backlog)
 
 
 def out_of_time(run: JobRun) -> bool:
@@ -102,20 +125,94 @@ def _verdict(now: datetime, last_run: JobRun | None, finished: list[JobRun]) -> 
     return "failing", f"Last run #{last.pk} {last.status}" + (f": {why}" if why else ".")
 
 
-def _lateness(
-    job: Job, now: datetime, last_run: JobRun | None, last_success: JobRun | None
-) -> tuple[datetime | None, str]:
-    """The schedule's last expected time, if no run has arrived since (allowing the job's grace)."""
+def _lateness(job: Job, now: datetime, last_run: JobRun | None) -> tuple[datetime | None, str, str]:
+    """When the run due after the last one was due, if it has not come within the job's grace: "late" when no
+    call came, "blocked" when calls came and were skipped on a held lock; and a note saying which."""
     if job.schedule is None:
-        return None, ""
-    expected = next(iter(CronSim(job.schedule, now - job.grace_period, reverse=True)))
-    if last_run is not None and last_run.started_at >= expected:
-        return None, ""
-    ledger_began = JobRun.objects.order_by("id").values_list("started_at", flat=True).first()
-    if last_run is None and (ledger_began is None or ledger_began >= expected):
-        return None, ""  # a new installation: not late before its first expected run
-    since = f"last success {ago(now - last_success.started_at)} ago" if last_success else "no success yet"
-    return expected, f"Expected a run at {expected:%Y-%m-%d %H:%M} UTC; {since}, expected {cadence(job.schedule)}."
+        return None, "", ""
+    if last_run is not None:
+        since = last_run.started_at
+    else:  # a new installation: nothing is due before the ledger's first run
+        began = JobRun.objects.order_by("id").values_list("started_at", flat=True).first()
+        if began is None:
+            return None, "", ""
+        since = began
+    due = next(iter(CronSim(job.schedule, since)))
+    if now < due + job.grace_period:
+        return None, "", ""
+    skipped = real_runs(job).filter(status=Status.SKIPPED, started_at__gte=due)
+    count, last_skip = skipped.count(), skipped.first()
+    last = f"No run since {stamp(since)} (#{last_run.pk})" if last_run else "No run yet"
+    if last_skip is None:
+        return due, "late", f"{last}; the run due at {stamp(due)} has not come (expected {cadence(job.schedule)})."
+    first_skip = skipped.order_by("started_at").values_list("started_at", flat=True).first()
+    assert first_skip is not None
+    return (
+        due,
+        "blocked",
+        (
+            f"{last}: {count} call{'s' * (count != 1)} since {stamp(first_skip)} found {last_skip.skip_reason}"
+            f" (last at {stamp(last_skip.started_at)})."
+        ),
+    )
+
+
+def _behind(job: Job, now: datetime, backlog: Backlog | None, finished: list[JobRun]) -> str:
+    """Why the job's work piles up ("" if it does not): its oldest due item waited longer than the job's lag,
+    or its last runs left as much work as before or more."""
+    if backlog and backlog.oldest and job.max_lag and now - backlog.oldest > job.max_lag:
+        return (
+            f"Behind: {backlog.due:,} due, the oldest due since {stamp(backlog.oldest)} ({ago(now - backlog.oldest)},"
+            f" more than {ago(job.max_lag)})."
+        )
+    last = finished[:SHRINKING]
+    left = [run.counters.get("remaining") for run in last]
+    if (
+        len(left) == SHRINKING
+        and not any(out_of_time(run) for run in last)  # those are resuming, or failing after three
+        and all(isinstance(n, int) and n > 0 for n in left)
+        and left == sorted(left, reverse=True)
+    ):
+        shown = " -> ".join(f"{n:,}" for n in reversed(left))
+        return f"Behind: the last {SHRINKING} runs left {shown}: the work is not going down."
+    return ""
+
+
+def stamp(moment: datetime) -> str:
+    """A moment as every message shows it: 2026-12-02 04:34 UTC."""
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+
+
+def missed_runs(job: Job, start: datetime, end: datetime, arrivals: list[datetime]) -> int:
+    """Scheduled times after `start` up to `end` that no call answered (a call, even a skipped one, answers the
+    last scheduled time at or before it). Linear in the times and calls."""
+    if job.schedule is None:
+        return 0
+    arrivals = sorted(arrivals)
+    missed = 0
+    fires = CronSim(job.schedule, start)
+    fire = next(fires)
+    while fire <= end:
+        after = next(fires)
+        first = bisect_left(arrivals, fire)  # the first call at or after this time
+        missed += not (first < len(arrivals) and arrivals[first] < after)
+        fire = after
+    return missed
+
+
+def week(job: Job, now: datetime) -> str:
+    """The last 7 days in one phrase: how many of the runs due or made succeeded, and how many never came."""
+    began = JobRun.objects.order_by("id").values_list("started_at", flat=True).first()
+    start = max(now - timedelta(days=7), began or now)
+    runs = real_runs(job).filter(started_at__gte=start)
+    counts = runs.filter(status__in=FINISHED).aggregate(
+        finished=Count("id"), succeeded=Count("id", filter=Q(status=Status.SUCCEEDED))
+    )
+    missed = missed_runs(job, start, now - job.grace_period, list(runs.values_list("started_at", flat=True)))
+    total = counts["finished"] + missed
+    if not total:
+        return "no finished runs"
+    return f"{counts['succeeded'] / total:.0%} of {total} succeeded" + (f" ({missed} never came)" if missed else "")
 
 
 def cadence(schedule: str) -> str:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from django.conf import settings
 from django.forms import Field
 
-from jobs.context import Context, Result
+from jobs.context import Backlog, Context, Result
 from jobs.forms import JobForm, fields_of
 
 JobFunction = Callable[[Context], Result]
@@ -34,6 +34,14 @@ class Job:
     counters: tuple[str, ...] = ()  # in display order
     grace: timedelta = timedelta(hours=1)  # how late a scheduled run may start before the job is `late`
     also: tuple[tuple[str, str], ...] = ()  # more cron calls: (schedule, query string), e.g. a weekly full pass
+    backlog: Callable[[datetime], Backlog] | None = None  # what is due at a moment; see jobs/health.py
+    lag: timedelta | None = None  # how long the oldest due item may wait before the job is `behind`
+
+    @property
+    def max_lag(self) -> timedelta | None:
+        """The declared lag, or the <NAME>_MAX_LAG_MINUTES variable's."""
+        minutes = settings.JOBS_MAX_LAG_MINUTES.get(self.variable("MAX_LAG_MINUTES"))
+        return self.lag if minutes is None else timedelta(minutes=minutes)
 
     @property
     def grace_period(self) -> timedelta:
@@ -90,11 +98,13 @@ def job(
     counters: tuple[str, ...] = (),
     grace: timedelta = timedelta(hours=1),
     also: tuple[tuple[str, str], ...] = (),
+    backlog: Callable[[datetime], Backlog] | None = None,
+    lag: timedelta | None = None,
 ) -> Callable[[JobFunction], JobFunction]:
     """Declare the decorated function as a job; the function is returned unchanged."""
 
     def declare(func: JobFunction) -> JobFunction:
-        register(Job(name, lock_id, func, description, schedule, auth, form, counters, grace, also))
+        register(Job(name, lock_id, func, description, schedule, auth, form, counters, grace, also, backlog, lag))
         return func
 
     return declare

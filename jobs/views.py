@@ -17,7 +17,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from jobs import alerts, report
 from jobs.forms import ParamError, clean
-from jobs.health import JobHealth
+from jobs.health import JobHealth, worst
 from jobs.models import Status, Trigger
 from jobs.registry import JOBS
 from jobs.runner import run_job
@@ -64,7 +64,8 @@ def run(request: HttpRequest, name: str) -> JsonResponse:
 
 @csrf_exempt
 def health(request: HttpRequest) -> JsonResponse:
-    """Every job's verdict, for an uptime monitor: 200 when none is failing or late, else 503.
+    """Every job's verdict, for an uptime monitor: 200 when none is late, behind, blocked or failing, else 503
+    with the worst of those as the status.
 
     Each request also checks lateness and sends the alerts that are due, so a job that stops
     arriving is noticed even when nothing else runs.
@@ -81,13 +82,9 @@ def health(request: HttpRequest) -> JsonResponse:
     except (OperationalError, InterfaceError):
         logger.exception("database unavailable for the health check")
         return answer({"error": "Database unavailable"}, 503)
-    bad = any(h.verdict == "failing" or h.late for h in healths)
-    body = {
-        "status": "failing" if bad else "ok",
-        "checkedAt": iso(now),
-        "jobs": {h.job.name: _health_entry(h) for h in healths},
-    }
-    return answer(body, 503 if bad else 200)
+    status = worst(healths)
+    body = {"status": status, "checkedAt": iso(now), "jobs": {h.job.name: _health_entry(h) for h in healths}}
+    return answer(body, 200 if status == "ok" else 503)
 
 
 def _health_entry(h: JobHealth) -> dict[str, object]:

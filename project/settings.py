@@ -162,8 +162,8 @@ JOBS_TIME_BUDGET_SECONDS = _read(
 # SQLite's lease, renewed while a run works: a killed run blocks its job for this long at most.
 JOBS_LEASE_SECONDS = _read("JOBS_LEASE_SECONDS", _int(10, 120), 60, "a whole number of seconds from 10 to 120")
 
-# <JOB_NAME>_LOCK_ID and <JOB_NAME>_CRON_GRACE_MINUTES override a job's declared lock id and grace (how late
-# a scheduled run may start before the job counts as late), whatever the job.
+# <JOB_NAME>_LOCK_ID, <JOB_NAME>_CRON_GRACE_MINUTES and <JOB_NAME>_MAX_LAG_MINUTES override a job's declared
+# lock id, grace (how late a scheduled run may start before the job counts as late) and lag, whatever the job.
 JOBS_LOCK_IDS = {
     name: _read(name, _int(-(2**63)), 0, "an integer in PostgreSQL's bigint range")
     for name in sorted(os.environ)
@@ -173,6 +173,12 @@ JOBS_CRON_GRACE_MINUTES = {
     name: _read(name, _int(0, 10080), 0, "a whole number of minutes from 0 to 10080")
     for name in sorted(os.environ)
     if name.endswith("_CRON_GRACE_MINUTES") and _text(name)
+}
+# <JOB_NAME>_MAX_LAG_MINUTES: how long the oldest item a job has due may wait before the job is `behind`.
+JOBS_MAX_LAG_MINUTES = {
+    name: _read(name, _int(1, 100800), 0, "a whole number of minutes from 1 to 100800")
+    for name in sorted(os.environ)
+    if name.endswith("_MAX_LAG_MINUTES") and _text(name)
 }
 
 # Alerts: one message when a job turns failing or late, reminders while it stays so, one on recovery.

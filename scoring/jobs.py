@@ -63,6 +63,8 @@ class ShopLimitForm(ShopForm, LimitForm):
     description="Give finished appointments their outcome (attended, no-show, cancellations).",
     form=LimitForm,
     counters=outcomes.COUNTERS,
+    backlog=outcomes.backlog,
+    lag=timedelta(hours=26),  # a day between runs, and their grace
 )
 def resolve_outcomes(ctx: Context) -> Result:
     return outcomes.resolve_outcomes(ctx, limit=ctx.params["limit"])
@@ -76,6 +78,8 @@ def resolve_outcomes(ctx: Context) -> Result:
     form=LimitForm,
     grace=timedelta(minutes=15),
     counters=offers.EXPIRE_COUNTERS,
+    backlog=offers.backlog,
+    lag=timedelta(minutes=30),
 )
 def expire_offers(ctx: Context) -> Result:
     return offers.expire_offers(ctx, limit=ctx.params["limit"])
@@ -89,6 +93,7 @@ def expire_offers(ctx: Context) -> Result:
     form=RecomputeForm,
     counters=scores.COUNTERS,
     also=(("0 3 * * 0", "full=1"),),  # a weekly full pass
+    backlog=scores.backlog,
 )
 def recompute_scores(ctx: Context) -> Result:
     return scores.recompute_scores(ctx, shop=ctx.params["shop"], full=ctx.params["full"])

@@ -19,7 +19,7 @@ from django.db import connection, transaction
 from django.db.models import Case, Exists, IntegerField, OuterRef, QuerySet, Value, When
 from django.db.models.functions import Coalesce
 
-from jobs.context import Context, Result
+from jobs.context import Backlog, Context, Result
 from scoring.models import Appointment, OfferStatus, SlotOffer, Tier, WaitlistEntry
 from scoring.rules import UNSCORED_RANK
 
@@ -260,3 +260,10 @@ def _accept(offer: SlotOffer, now: datetime) -> None:
         ends_at=offer.slot.ends_at,
     )
     WaitlistEntry.objects.filter(pk=offer.entry_id).update(closed_at=now)
+
+
+def backlog(now: datetime) -> Backlog:
+    """Pending offers past their expiry that no run has expired yet (so their slots wait for the next in line):
+    how many, and since when the oldest is overdue."""
+    overdue = SlotOffer.objects.filter(status=OfferStatus.PENDING, expires_at__lte=now)
+    return Backlog(overdue.count(), overdue.order_by("expires_at").values_list("expires_at", flat=True).first())

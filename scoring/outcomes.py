@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
 
-from jobs.context import Context, Result
+from jobs.context import Backlog, Context, Result
 from scoring.models import Appointment, Outcome
 from scoring.rules import outcome_of
 
@@ -58,3 +58,12 @@ def _resolve(ctx: Context, ids: list[uuid.UUID], outcome: Outcome) -> tuple[int,
             updated += pending.filter(pk=pk).update(outcome=outcome, resolved_at=ctx.now)
         failed += len(ctx.errors) > before
     return updated, failed
+
+
+def backlog(now: datetime) -> Backlog:
+    """Finished appointments still pending after their grace: how many, and since when the oldest is due
+    (two look-ups of the pending-by-end index)."""
+    grace = timedelta(minutes=settings.RESOLVE_OUTCOMES_GRACE_MINUTES)
+    due = Appointment.objects.filter(outcome=Outcome.PENDING, ends_at__lt=now - grace)
+    oldest = due.order_by("ends_at").values_list("ends_at", flat=True).first()
+    return Backlog(due.count(), oldest + grace if oldest else None)

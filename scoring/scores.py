@@ -25,7 +25,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count
 
-from jobs.context import Context, Result
+from jobs.context import Backlog, Context, Result
 from scoring import rules
 from scoring.models import (
     Appointment,
@@ -435,3 +435,8 @@ def _upsert_sql(vendor: str, where: str, *, by_shop: bool) -> str:
            OR {scores}.last_appointment_at {null_safe_differs} excluded.last_appointment_at
         RETURNING customer_id, {inserted}
     """
+
+
+def backlog(now: datetime) -> Backlog:
+    """Customers marked and not rescored yet (a customer marked twice in the log counts twice until a run)."""
+    return Backlog(DirtyCustomer.objects.count() + CustomerChange.objects.count())

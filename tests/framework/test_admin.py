@@ -52,7 +52,7 @@ def test_the_overview_shows_every_job_with_its_verdict():
     ran("batches", Status.RUNNING, hours_ago=0.01)
     html = staff("view_jobrun", superuser=True).get(OVERVIEW).content.decode()
     assert 'class="verdict">late' in row(html, "nightly")
-    assert "last success 50 h ago, expected daily" in row(html, "nightly")
+    assert "has not come (expected daily)" in row(html, "nightly")
     assert "total 12,000" in row(html, "nightly")
     assert 'class="verdict">failing' in row(html, "frequent")
     assert 'class="verdict">ok' in row(html, "on-demand")

@@ -92,13 +92,14 @@ def test_a_late_job_counts_the_runs_it_missed_when_it_recovers(settings):
         ran("frequent", Status.SUCCEEDED, hours_ago=0.05)  # at 09:59
         clock.shift(timedelta(hours=2))  # */5 with a 1 h grace: late, and 12 runs missed by the time it recovers
         alerts.check(timezone.now())
-        assert subjects("frequent")[0].startswith("[jobs] frequent is late: Expected a run at ")
+        assert subjects("frequent")[0].startswith("[jobs] frequent is late: No run since ")
         ran("frequent", Status.FAILED, hours_ago=0)
         clock.shift(timedelta(minutes=5))
         ran("frequent", Status.SUCCEEDED, hours_ago=0)
         alerts.check(timezone.now())
-    # 26 scheduled times from 10:00 to 12:05; the failed run answered the 12:00 one
-    assert subjects("frequent")[-1].startswith("[jobs] frequent recovered after 2 h: 1 run failed, 25 missed."), (
+    # 26 scheduled times from 10:00 to 12:05; the failed run (12:02) answered the 12:00 one, and the recovering
+    # run itself, 2 minutes after its time, the 12:05 one
+    assert subjects("frequent")[-1].startswith("[jobs] frequent recovered after 2 h: 1 run failed, 24 missed."), (
         subjects()
     )
 
@@ -184,7 +185,7 @@ def test_health_answers_each_verdict(status, hours_ago, fields, verdict, code):
 def test_a_health_request_alone_finds_a_job_that_stopped_arriving_and_alerts_once():
     ran("nightly", Status.SUCCEEDED, hours_ago=50)  # the ledger began 50 h ago; nothing has run since
     status, body = get_health("/api/jobs/health/")
-    assert status == 503 and body["status"] == "failing"
+    assert status == 503 and body["status"] == "late"  # the worst verdict: late, not failing
     assert body["jobs"]["nightly"]["verdict"] == "late" and body["jobs"]["nightly"]["late"] is True
     assert body["jobs"]["frequent"]["late"] is True  # never ran, though the ledger began long enough ago
     get_health()
@@ -197,3 +198,57 @@ def test_health_takes_the_cron_secret_only():
     assert Client().get("/api/jobs/health").status_code == 401
     assert Client().get("/api/jobs/health", headers={"X-Cron-Secret": SECRET}).status_code == 200
     assert Client().post("/api/jobs/health", headers=BEARER).status_code == 405
+
+
+def test_a_backlog_that_grows_over_runs_is_behind_alerts_once_and_recovers_when_it_drains():
+    with time_machine.travel(timezone.now().replace(hour=12, minute=0), tick=False) as clock:
+        for hours_ago, left in ((2, 421), (1, 730), (0.5, 1039)):  # each run leaves more than the one before
+            ran("on-demand", Status.SUCCEEDED, hours_ago=hours_ago, counters={"total": 200, "remaining": left})
+        status, body = get_health()
+        entry = body["jobs"]["on-demand"]
+        assert (status, body["status"], entry["verdict"]) == (503, "behind", "behind")
+        assert "the last 3 runs left 421 -> 730 -> 1,039" in entry["note"]
+        get_health()
+        assert [s.split(":")[0] for s in subjects("on-demand")] == ["[jobs] on-demand is behind"]  # once
+        clock.shift(timedelta(minutes=10))
+        ran("on-demand", Status.SUCCEEDED, hours_ago=0, counters={"total": 1039, "remaining": 0})
+        status, body = get_health()
+        assert body["jobs"]["on-demand"]["verdict"] == "ok"
+    assert subjects("on-demand")[-1].startswith("[jobs] on-demand recovered after 40 min: 0 runs failed, 0 missed.")
+
+
+def test_runs_skipped_on_a_held_lock_make_the_job_blocked_naming_the_holder_and_the_recovery_counts_them():
+    with time_machine.travel(timezone.now().replace(hour=12, minute=2, second=0), tick=False) as clock:
+        ran("frequent", Status.SUCCEEDED, hours_ago=1.05)  # 10:59: the 11:00 run never ran
+        for minutes in range(60, 0, -5):  # 12 calls came, 11:02 to 11:57, and each found the lock held
+            ran("frequent", Status.SKIPPED, hours_ago=minutes / 60, held_by="another database session")
+        status, body = get_health()
+        entry = body["jobs"]["frequent"]
+        assert (status, body["status"], entry["verdict"], entry["late"]) == (503, "blocked", "blocked", False)
+        assert entry["note"].startswith("No run since ") and (
+            ": 12 calls since 2026" in entry["note"]
+            and "found lock 1 is held by another database session" in entry["note"]
+        ), entry["note"]
+        assert subjects("frequent")[0].startswith("[jobs] frequent is blocked: ")
+        clock.shift(timedelta(seconds=20))  # the lock is free again: the 12:00 run comes, 2 min 20 s after its time
+        ran("frequent", Status.SUCCEEDED, hours_ago=0)
+        get_health()
+    assert subjects("frequent")[-1].startswith(
+        "[jobs] frequent recovered after 62 min: 0 runs failed, 12 skipped on a held lock, 0 missed."
+    ), subjects("frequent")
+
+
+def test_a_recovery_on_time_counts_nothing_missed_and_resuming_runs_are_not_failures():
+    with time_machine.travel(timezone.now().replace(hour=2, minute=0, second=20), tick=False) as clock:
+        ran("nightly", Status.SUCCEEDED, hours_ago=48)  # 2 days ago, 02:00:20
+        ran("nightly", Status.FAILED, hours_ago=24, errors=["RuntimeError: x"], error_count=1)  # yesterday
+        alerts.check(timezone.now())
+        for seconds in (0, 5):  # today's run, 20 s after its time, ran out of time once, then finished
+            clock.shift(timedelta(seconds=seconds))
+            ran("nightly", Status.PARTIAL, hours_ago=0, counters={"remaining": 5, "resume_after": "5"})
+        clock.shift(timedelta(seconds=5))
+        ran("nightly", Status.SUCCEEDED, hours_ago=0)
+        alerts.check(timezone.now())
+    assert subjects("nightly")[-1].startswith("[jobs] nightly recovered after 24 h: 1 run failed, 0 missed."), subjects(
+        "nightly"
+    )

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from jobs.health import ago, cadence, describe, health
+from jobs.health import ago, cadence, describe, health, overview, week, worst
 from jobs.models import JobRun, Status, Trigger
 from jobs.registry import JOBS
 
@@ -34,7 +34,12 @@ def test_a_daily_job_that_succeeded_after_its_last_expected_time_is_ok():
 
 def test_a_daily_job_without_success_since_its_last_expected_time_is_late():
     ran("nightly", Status.SUCCEEDED, hours_ago=34)
-    assert verdict() == ("late", "Expected a run at 2026-06-10 02:00 UTC; last success 34 h ago, expected daily.")
+    last = JobRun.objects.get()
+    assert verdict() == (
+        "late",
+        f"No run since 2026-06-09 02:00 UTC (#{last.pk}); the run due at 2026-06-10 02:00 UTC has not come "
+        "(expected daily).",
+    )
 
 
 def test_a_late_start_within_the_grace_is_not_late_yet():
@@ -116,7 +121,7 @@ def test_late_is_never_hidden_behind_another_verdict():
     ran("nightly", Status.FAILED, hours_ago=40)
     result = health(JOBS["nightly"], NOW)
     assert (result.verdict, result.late) == ("failing", True)
-    assert "Expected a run at 2026-06-10 02:00 UTC" in result.note
+    assert "the run due at 2026-06-09 02:00 UTC has not come" in result.note
     out_of_time(hours_ago=48)
     assert health(JOBS["nightly"], NOW).late
 
@@ -124,3 +129,17 @@ def test_late_is_never_hidden_behind_another_verdict():
 def test_a_new_installation_is_not_late_before_its_first_expected_run():
     ran("frequent", Status.SUCCEEDED, hours_ago=0.1)  # the ledger began 6 minutes ago
     assert health(JOBS["nightly"], NOW).late is False
+
+
+def test_the_7_day_rate_counts_the_days_a_daily_run_never_came():
+    ran("frequent", Status.SUCCEEDED, hours_ago=24 * 9)  # the ledger began 9 days ago
+    for day in (0, 1, 2, 4, 5):  # at 02:00:36 each day; none 3 and 6 days ago
+        ran("nightly", Status.SUCCEEDED, hours_ago=24 * day + 10 - 0.01)
+    assert week(JOBS["nightly"], NOW) == "71% of 7 succeeded (2 never came)"
+
+
+def test_health_is_as_bad_as_its_worst_job():
+    ran("nightly", Status.SUCCEEDED, hours_ago=34)  # late
+    assert worst(overview(NOW)) == "late"
+    ran("frequent", Status.FAILED, hours_ago=0.01)
+    assert worst(overview(NOW)) == "failing"

@@ -70,7 +70,7 @@ def test_staff_see_late_and_failing_jobs_open_a_run_and_run_a_job_now(browser, l
         return page.inner_text(f'tr[data-job="{job}"] .verdict')
 
     assert verdict("recompute-scores") == "late"
-    assert "last success 50 h ago, expected daily" in page.inner_text('tr[data-job="recompute-scores"]')
+    assert "has not come (expected daily)" in page.inner_text('tr[data-job="recompute-scores"]')
     assert verdict("resolve-outcomes") == "failing"
     assert verdict("expire-offers") == "ok"
     assert verdict("prune-job-runs") == "late"  # never ran, and the ledger began 50 h ago

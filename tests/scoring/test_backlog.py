@@ -1,0 +1,54 @@
+"""Each scoring job says how far behind it is; the health verdicts read it (jobs/health.py)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from jobs.health import health
+from jobs.registry import JOBS
+from scoring.models import Appointment, OfferStatus, Outcome, SlotOffer, WaitlistEntry
+from tests import factories as make
+from tests.factories import NOW
+
+pytestmark = pytest.mark.django_db
+
+
+def test_appointments_left_pending_longer_than_the_lag_make_resolve_outcomes_behind(settings):
+    customer = make.customer()
+    make.appointment(customer, NOW - timedelta(hours=10), Outcome.PENDING)  # due 9 h ago: a day may pass
+    result = health(JOBS["resolve-outcomes"], NOW)
+    assert (result.verdict, result.backlog.due) == ("never run", 1)
+    oldest = make.appointment(customer, NOW - timedelta(days=4, hours=18), Outcome.PENDING)  # ended 4 d 17 h ago
+    result = health(JOBS["resolve-outcomes"], NOW)
+    assert (result.verdict, result.backlog.due, result.backlog.oldest) == (
+        "behind",
+        2,
+        oldest.ends_at + timedelta(hours=1),
+    )
+    assert "Behind: 2 due, the oldest due since 2026-05-27 19:30 UTC (4 d, more than 26 h)." in result.note
+    settings.JOBS_MAX_LAG_MINUTES = {"RESOLVE_OUTCOMES_MAX_LAG_MINUTES": 7 * 24 * 60}  # the operator allows a week
+    assert health(JOBS["resolve-outcomes"], NOW).verdict == "never run"
+    Appointment.objects.filter(pk=oldest.pk).update(outcome=Outcome.NO_SHOW, resolved_at=NOW)
+    assert health(JOBS["resolve-outcomes"], NOW).backlog.due == 1
+
+
+def test_offers_left_pending_past_their_expiry_make_expire_offers_behind():
+    shop = make.shop()
+    slot = make.appointment(make.customer(shop), NOW + timedelta(days=1), Outcome.PENDING)
+    Appointment.objects.filter(pk=slot.pk).update(cancelled_at=NOW - timedelta(hours=2))
+    waiting = make.customer(shop)
+    entry = WaitlistEntry.objects.create(shop=shop, customer=waiting)
+    SlotOffer.objects.create(slot=slot, entry=entry, customer=waiting, status=OfferStatus.PENDING,
+                             offered_at=NOW - timedelta(hours=1), expires_at=NOW - timedelta(minutes=45))  # fmt: skip
+    result = health(JOBS["expire-offers"], NOW)
+    assert (result.verdict, result.backlog.due) == ("behind", 1)
+    SlotOffer.objects.update(expires_at=NOW - timedelta(minutes=10))  # within the 30 minutes' lag
+    assert health(JOBS["expire-offers"], NOW).verdict == "never run"
+
+
+def test_recompute_scores_counts_the_customers_marked_and_not_rescored():
+    make.customer()
+    make.customer()
+    assert health(JOBS["recompute-scores"], NOW).backlog.due == 2
