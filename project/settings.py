@@ -97,7 +97,9 @@ def _database(raw: str) -> dict[str, Any]:
 # Vercel sets VERCEL_ENV (production | preview | development) on its deployments.
 VERCEL_ENV = _text("VERCEL_ENV")
 
-DEBUG = _read("DEBUG", _bool, not VERCEL_ENV, "true or false")
+# Off unless asked for, wherever the app runs: debug pages show settings and the environment.
+# `make demo` and the test suite (pytest-env, pyproject.toml) set DEBUG=true themselves.
+DEBUG = _read("DEBUG", _bool, False, "true or false")
 # As the reference's NODE_ENV check: in production, /api/jobs ignores ?lockId=.
 PRODUCTION = VERCEL_ENV == "production" or not DEBUG
 
