@@ -259,6 +259,9 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Error pages and reports hide every setting and environment variable that can hold a credential.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "project.reporting.ExceptionReporterFilter"
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
