@@ -6,8 +6,11 @@ Values are never echoed back: some of them are secrets.
 
 from __future__ import annotations
 
+import io
 import os
 import re
+import urllib.parse
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,7 +20,23 @@ from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-environ.Env.read_env(BASE_DIR / ".env")  # optional, for local development; the environment wins
+
+def _read_dotenv(path: Path) -> None:
+    """Read an optional .env (for local development) into the environment, which wins.
+
+    A line that is neither NAME=value nor a comment stops start-up, by its number only:
+    django-environ would log the whole line, password and all, and go on without it.
+    """
+    if not path.is_file():
+        return
+    text = path.read_text(encoding="utf-8")
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line and not line.startswith("#") and not re.fullmatch(r"(?:export )?[A-Za-z_0-9]+=.*", line):
+            raise ImproperlyConfigured(f"{path.name} line {number} must be NAME=value (no spaces around =) or # ...")
+    environ.Env.read_env(io.StringIO(text))
+
+
+_read_dotenv(BASE_DIR / ".env")
 
 T = TypeVar("T")
 _TRUE = {"1", "true", "yes", "on"}
@@ -82,8 +101,17 @@ def _url(raw: str) -> str:
     return raw.rstrip("/")
 
 
+def _quietly(parse: Callable[[str], dict[str, Any]], raw: str) -> dict[str, Any]:
+    """django-environ's parser without its warnings: they quote the URL, password included."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return parse(raw)
+
+
 def _database(raw: str) -> dict[str, Any]:
-    config: dict[str, Any] = environ.Env.db_url_config(raw)
+    if raw.startswith("sqlite:") and urllib.parse.urlsplit(raw).netloc:  # sqlite://file or sqlite://user@/...
+        raise ValueError("an SQLite URL has no host")
+    config = _quietly(environ.Env.db_url_config, raw)
     if config.get("ENGINE") not in (
         "django.db.backends.sqlite3",
         "django.db.backends.postgresql",

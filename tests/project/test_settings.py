@@ -108,6 +108,33 @@ def test_debug_is_off_unless_set_to_true_wherever_the_app_runs():
     assert check({**deployed, **LOCAL}, *show("DEBUG")).stdout.split()[-1] == "True"
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DATABASE_URL", "sqlite://admin:db-pass-0451@/db.sqlite3"),  # django-environ warned with the password
+        ("DATABASE_URL", "//admin:db-pass-0451@db.example.com/app"),  # and printed a URL it could not read
+        ("EMAIL_URL", "smtp+bad://mailer:db-pass-0451@smtp.example.com:587"),
+        ("JOBS_ALERT_WEBHOOK_URL", "ftp://hooks.example.com/db-pass-0451"),
+    ],
+)
+def test_a_refused_url_shows_none_of_its_secrets_anywhere(name, value):
+    result = check({**LOCAL, name: value})
+    assert result.returncode != 0 and f"ImproperlyConfigured: {name} must be" in result.stderr
+    assert "db-pass-0451" not in result.stdout + result.stderr
+
+
+def test_a_malformed_dotenv_line_stops_start_up_by_its_number_not_its_text(tmp_path):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from project.settings import _read_dotenv
+
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("# local\nDEBUG=true\n\nDATABASE_URL = postgres://app:db-pass-0451@db.example.com/app\n")
+    with pytest.raises(ImproperlyConfigured) as refused:
+        _read_dotenv(dotenv)
+    assert str(refused.value) == ".env line 4 must be NAME=value (no spaces around =) or # ..."
+
+
 def test_a_secret_starting_with_a_dollar_is_taken_as_it_is():
     shell = ["shell", "-c", "from django.conf import settings; print(settings.CRON_SECRET, settings.SECRET_KEY)"]
     result = check({**LOCAL, "CRON_SECRET": "$ecret-value", "SECRET_KEY": "$HOME-not-a-reference"}, *shell)
