@@ -108,6 +108,22 @@ def _quietly(parse: Callable[[str], dict[str, Any]], raw: str) -> dict[str, Any]
         return parse(raw)
 
 
+def _email(raw: str) -> dict[str, Any]:
+    """django-environ's e-mail URL, except that filemail's folder is the path as written.
+
+    django-environ drops the path's first slash (filemail:///tmp/mail would be ./tmp/mail). Here
+    filemail:///tmp/mail is /tmp/mail, filemail:mail/out is mail/out in the project folder, and a host
+    (filemail://tmp/mail) is refused: it is what a lost slash looks like.
+    """
+    config = _quietly(environ.Env.email_url_config, raw)
+    if config["EMAIL_BACKEND"] == "django.core.mail.backends.filebased.EmailBackend":
+        parts = urllib.parse.urlsplit(raw)
+        if parts.netloc or not parts.path.strip("/"):
+            raise ValueError("a folder, and no host")
+        config["EMAIL_FILE_PATH"] = str(BASE_DIR / urllib.parse.unquote(parts.path))  # an absolute path stays so
+    return config
+
+
 def _database(raw: str) -> dict[str, Any]:
     if raw.startswith("sqlite:") and urllib.parse.urlsplit(raw).netloc:  # sqlite://file or sqlite://user@/...
         raise ValueError("an SQLite URL has no host")
@@ -217,9 +233,9 @@ SITE_URL = _read(
 # django-environ's e-mail URL: smtp+tls://user:pass@host:587, consolemail://, ... (default: print to the console).
 _EMAIL = _read(
     "EMAIL_URL",
-    environ.Env.email_url_config,
+    _email,
     {"EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend"},
-    "an e-mail URL such as smtp+tls://user:password@host:587 or consolemail://",
+    "an e-mail URL such as smtp+tls://user:password@host:587, consolemail:// or filemail:///absolute/folder",
 )
 EMAIL_BACKEND = _EMAIL["EMAIL_BACKEND"]
 EMAIL_HOST = _EMAIL.get("EMAIL_HOST") or "localhost"

@@ -109,6 +109,25 @@ def test_debug_is_off_unless_set_to_true_wherever_the_app_runs():
 
 
 @pytest.mark.parametrize(
+    ("url", "folder"),
+    [
+        ("filemail:///tmp/mail", "/tmp/mail"),  # django-environ alone: tmp/mail, in the working directory
+        ("filemail:///var/spool/no%20show", "/var/spool/no show"),
+        ("filemail:mail/out", str(ROOT / "mail/out")),  # relative: to the project folder, wherever it is started
+    ],
+)
+def test_a_filemail_url_names_the_folder_as_written(url, folder):
+    result = check({**LOCAL, "EMAIL_URL": url}, *show("EMAIL_BACKEND", "EMAIL_FILE_PATH"))
+    assert result.stdout.strip().splitlines()[-1] == f"django.core.mail.backends.filebased.EmailBackend {folder}"
+
+
+@pytest.mark.parametrize("url", ["filemail://tmp/mail", "filemail://", "filemail:///"])
+def test_a_filemail_url_with_a_host_or_without_a_folder_stops_start_up(url):
+    result = check({**LOCAL, "EMAIL_URL": url})
+    assert result.returncode != 0 and "ImproperlyConfigured: EMAIL_URL must be" in result.stderr
+
+
+@pytest.mark.parametrize(
     ("name", "value"),
     [
         ("DATABASE_URL", "sqlite://admin:db-pass-0451@/db.sqlite3"),  # django-environ warned with the password
