@@ -82,7 +82,7 @@ def changelist_queries(model: type[models.Model], model_admin: admin.ModelAdmin,
         queries += [query({f"{model_admin.date_hierarchy}__{k}": v for k, v in p.items()}) for p in HIERARCHY]
     for field in model._meta.get_fields():
         if isinstance(field, models.DateField):  # DateTimeField too
-            for lookup in ("gte", "lt", "exact", "year", "date"):
+            for lookup in ("gte", "year", "date"):  # lt and exact parse their value as gte does
                 queries += [query({f"{field.name}__{lookup}": value}) for value in DATES]
     changelist = client.get(reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist"))
     assert changelist.status_code == 200, model
@@ -104,7 +104,7 @@ def test_no_changelist_answers_500_to_out_of_range_or_malformed_filters():
             if response.status_code >= 500:
                 problems.append(f"{url}{asking}: {response.status_code} {getattr(response, 'exc_info', None)}")
     print(f"{asked} changelist requests over {len(admins())} models")
-    assert asked > 500
+    assert asked > 800
     assert problems == [], "\n".join(problems)
 
 

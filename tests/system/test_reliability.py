@@ -517,6 +517,8 @@ def test_a_bad_host_header_shows_no_credential_with_debug_off_or_on(debug, tmp_p
                "unpooled-pass-secret-44d1", url, CRON_SECRET, PRODUCTION["SECRET_KEY"]]  # fmt: skip
     secrets += [password] if password else []
     shown = [secret for secret in secrets if secret in page or secret in log]
+    print(f"DEBUG={debug}: {status}, {len(page):,} characters, {page.count('*' * 20)} values hidden, "
+          f"{len(shown)} of {len(secrets)} secrets shown")  # fmt: skip
     assert shown == [], f"shown: {shown}"
 
 
