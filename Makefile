@@ -15,6 +15,8 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
+# DEBUG is off unless set: the demo runs in development mode (no SECRET_KEY or ALLOWED_HOSTS needed).
+demo: export DEBUG = true
 demo: $(BIN)/.installed
 	$(BIN)/python manage.py migrate --verbosity 0
 	$(BIN)/python manage.py seed_demo
@@ -32,7 +34,7 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
-	$(BIN)/mypy project scoring jobs bench
+	DEBUG=true $(BIN)/mypy project scoring jobs bench  # its Django plugin imports the settings
 
 clean:
 	rm -rf $(VENV) db.sqlite3* .test.sqlite3*

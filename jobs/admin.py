@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.forms import BoundField
@@ -211,7 +212,7 @@ class JobRunAdmin(admin.ModelAdmin):
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        run = JobRun.objects.filter(pk=object_id).first() if object_id.isdigit() else None
+        run = self.get_object(request, unquote(object_id))  # None for any id that is not a run's, as Django's own
         job = JOBS.get(run.job) if run else None
         again = None
         if run and job and request.user.has_perm("jobs.run_job"):

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
+import urllib.error
 import urllib.parse
 import urllib.request
+from base64 import b64encode
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -174,8 +176,8 @@ def deliver(message: Message, channels: list[str], job: str, version: int) -> No
             else:
                 post_json(settings.JOBS_ALERT_WEBHOOK_URL, message.webhook_body())
         except Exception as error:
-            logger.warning("alert for job %s not delivered by %s: %s; trying again at the next check", job, channel,
-                           error)  # fmt: skip
+            by, what = ("email", error) if channel == "email" else (f"webhook to {webhook_host()}", why(error))
+            logger.warning("alert for job %s not delivered by %s: %s; trying again at the next check", job, by, what)
             failed.append(channel)
     if failed:
         JobAlert.objects.filter(job=job, version=version).update(
@@ -186,11 +188,39 @@ def deliver(message: Message, channels: list[str], job: str, version: int) -> No
 
 
 def post_json(url: str, body: dict[str, Any]) -> None:
+    """POST `body` as JSON. Credentials in the URL (https://user:password@host/...) go as HTTP Basic auth:
+    urllib would take them for part of the host name, and put the password in its error message."""
+    target, auth = without_credentials(url)
     request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+        target, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
     )
+    for name, value in auth.items():
+        request.add_unredirected_header(name, value)  # not for whichever host a redirect points to
     with urllib.request.urlopen(request, timeout=5) as response:
         response.read()
+
+
+def without_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """The URL without its userinfo, and the Authorization header that carries it (percent-decoded)."""
+    parts = urllib.parse.urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at:
+        return url, {}
+    user, _, password = userinfo.partition(":")
+    pair = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}".encode()
+    return urllib.parse.urlunsplit(parts._replace(netloc=host)), {"Authorization": f"Basic {b64encode(pair).decode()}"}
+
+
+def why(error: Exception) -> str:
+    """Why a webhook POST failed, in words that cannot hold the URL's secrets (its path, its password).
+
+    An HTTP status, or a network error (refused, timed out, name unknown, certificate): those name
+    the host at most. Any other error (an InvalidURL quotes the URL) is named by its type alone.
+    """
+    if isinstance(error, urllib.error.HTTPError):
+        return f"HTTP {error.code}"
+    reason = error.reason if isinstance(error, urllib.error.URLError) else error
+    return f"{type(reason).__name__}: {reason}" if isinstance(reason, OSError) else type(error).__name__
 
 
 def destinations() -> str:
@@ -200,5 +230,10 @@ def destinations() -> str:
         backend = settings.EMAIL_BACKEND.rsplit(".", 2)[-2]  # smtp, console, filebased, locmem, dummy
         where.append(f"e-mail to {', '.join(settings.JOBS_ALERT_EMAILS)} (through the {backend} backend)")
     if settings.JOBS_ALERT_WEBHOOK_URL:
-        where.append(f"a JSON POST to {urllib.parse.urlsplit(settings.JOBS_ALERT_WEBHOOK_URL).hostname}")
+        where.append(f"a JSON POST to {webhook_host()}")
     return " and ".join(where) or "nowhere yet (set JOBS_ALERT_EMAILS and/or JOBS_ALERT_WEBHOOK_URL)"
+
+
+def webhook_host() -> str:
+    """All that is ever shown of the webhook's URL: its path and any credentials in it are secrets."""
+    return urllib.parse.urlsplit(settings.JOBS_ALERT_WEBHOOK_URL).hostname or "?"

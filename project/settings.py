@@ -6,8 +6,11 @@ Values are never echoed back: some of them are secrets.
 
 from __future__ import annotations
 
+import io
 import os
 import re
+import urllib.parse
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,7 +20,23 @@ from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-environ.Env.read_env(BASE_DIR / ".env")  # optional, for local development; the environment wins
+
+def _read_dotenv(path: Path) -> None:
+    """Read an optional .env (for local development) into the environment, which wins.
+
+    A line that is neither NAME=value nor a comment stops start-up, by its number only:
+    django-environ would log the whole line, password and all, and go on without it.
+    """
+    if not path.is_file():
+        return
+    text = path.read_text(encoding="utf-8")
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line and not line.startswith("#") and not re.fullmatch(r"(?:export )?[A-Za-z_0-9]+=.*", line):
+            raise ImproperlyConfigured(f"{path.name} line {number} must be NAME=value (no spaces around =) or # ...")
+    environ.Env.read_env(io.StringIO(text))
+
+
+_read_dotenv(BASE_DIR / ".env")
 
 T = TypeVar("T")
 _TRUE = {"1", "true", "yes", "on"}
@@ -82,8 +101,33 @@ def _url(raw: str) -> str:
     return raw.rstrip("/")
 
 
+def _quietly(parse: Callable[[str], dict[str, Any]], raw: str) -> dict[str, Any]:
+    """django-environ's parser without its warnings: they quote the URL, password included."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return parse(raw)
+
+
+def _email(raw: str) -> dict[str, Any]:
+    """django-environ's e-mail URL, except that filemail's folder is the path as written.
+
+    django-environ drops the path's first slash (filemail:///tmp/mail would be ./tmp/mail). Here
+    filemail:///tmp/mail is /tmp/mail, filemail:mail/out is mail/out in the project folder, and a host
+    (filemail://tmp/mail) is refused: it is what a lost slash looks like.
+    """
+    config = _quietly(environ.Env.email_url_config, raw)
+    if config["EMAIL_BACKEND"] == "django.core.mail.backends.filebased.EmailBackend":
+        parts = urllib.parse.urlsplit(raw)
+        if parts.netloc or not parts.path.strip("/"):
+            raise ValueError("a folder, and no host")
+        config["EMAIL_FILE_PATH"] = str(BASE_DIR / urllib.parse.unquote(parts.path))  # an absolute path stays so
+    return config
+
+
 def _database(raw: str) -> dict[str, Any]:
-    config: dict[str, Any] = environ.Env.db_url_config(raw)
+    if raw.startswith("sqlite:") and urllib.parse.urlsplit(raw).netloc:  # sqlite://file or sqlite://user@/...
+        raise ValueError("an SQLite URL has no host")
+    config = _quietly(environ.Env.db_url_config, raw)
     if config.get("ENGINE") not in (
         "django.db.backends.sqlite3",
         "django.db.backends.postgresql",
@@ -97,7 +141,9 @@ def _database(raw: str) -> dict[str, Any]:
 # Vercel sets VERCEL_ENV (production | preview | development) on its deployments.
 VERCEL_ENV = _text("VERCEL_ENV")
 
-DEBUG = _read("DEBUG", _bool, not VERCEL_ENV, "true or false")
+# Off unless asked for, wherever the app runs: debug pages show settings and the environment.
+# `make demo` and the test suite (pytest-env, pyproject.toml) set DEBUG=true themselves.
+DEBUG = _read("DEBUG", _bool, False, "true or false")
 # As the reference's NODE_ENV check: in production, /api/jobs ignores ?lockId=.
 PRODUCTION = VERCEL_ENV == "production" or not DEBUG
 
@@ -196,9 +242,9 @@ SITE_URL = _read(
 # django-environ's e-mail URL: smtp+tls://user:pass@host:587, consolemail://, ... (default: print to the console).
 _EMAIL = _read(
     "EMAIL_URL",
-    environ.Env.email_url_config,
+    _email,
     {"EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend"},
-    "an e-mail URL such as smtp+tls://user:password@host:587 or consolemail://",
+    "an e-mail URL such as smtp+tls://user:password@host:587, consolemail:// or filemail:///absolute/folder",
 )
 EMAIL_BACKEND = _EMAIL["EMAIL_BACKEND"]
 EMAIL_HOST = _EMAIL.get("EMAIL_HOST") or "localhost"
@@ -265,6 +311,9 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Error pages and reports hide every setting and environment variable that can hold a credential.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "project.reporting.ExceptionReporterFilter"
 
 LOGGING = {
     "version": 1,

@@ -150,16 +150,27 @@ def serve(env: dict[str, str] | None = None, workers: int = 4) -> Iterator[str]:
         server.wait(20)
 
 
+class Received(list[dict[str, Any]]):
+    """The JSON bodies POSTed to a webhook receiver, in order; with each request's path and headers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paths: list[str] = []
+        self.headers: list[dict[str, str]] = []
+
+
 @contextmanager
-def webhook_receiver(port: int | None = None) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+def webhook_receiver(port: int | None = None) -> Iterator[tuple[str, Received]]:
     """A real HTTP server on this machine that records the JSON bodies POSTed to it."""
     import json
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    received: list[dict[str, Any]] = []
+    received = Received()
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
+            received.paths.append(self.path)
+            received.headers.append(dict(self.headers))
             received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
             self.send_response(200)
             self.end_headers()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+from base64 import b64encode
 from datetime import timedelta
 
 import pytest
@@ -139,6 +141,37 @@ def test_a_webhook_that_is_down_fails_no_job_and_the_alert_is_sent_at_the_next_c
     assert body["reason"] == "RuntimeError: the job itself broke"
     assert body["text"].startswith("crashing is failing: ") and body["adminUrl"].endswith(f"/jobrun/{run.pk}/change/")
     assert JobAlert.objects.get(job="crashing").undelivered == {}
+
+
+def test_a_webhook_url_with_credentials_is_sent_with_basic_auth_and_no_log_line_shows_them(settings, caplog):
+    caplog.set_level(logging.DEBUG)
+    port = free_port()
+    settings.JOBS_ALERT_EMAILS = []
+    # Percent-encoded, as a URL's userinfo must be: the user is "hook@ops", the password "pa:ss/w0rd".
+    settings.JOBS_ALERT_WEBHOOK_URL = f"http://hook%40ops:pa%3Ass%2Fw0rd@127.0.0.1:{port}/hook/path-secret-token"
+    run_job("crashing", trigger=Trigger.CLI)  # nothing listens yet: not delivered, logged
+    with webhook_receiver(port) as (_, received):
+        alerts.check(timezone.now())
+    assert received.paths == ["/hook/path-secret-token"] and received[0]["job"] == "crashing"
+    assert received.headers[0]["Authorization"] == "Basic " + b64encode(b"hook@ops:pa:ss/w0rd").decode()
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "not delivered by webhook to 127.0.0.1: ConnectionRefusedError: " in logged
+    assert "alert for job crashing sent (webhook)" in logged
+    for secret in ("pa%3Ass%2Fw0rd", "pa:ss/w0rd", "w0rd", "hook%40ops", "hook@ops", "path-secret-token"):
+        assert secret not in logged
+
+
+def test_an_undelivered_webhook_is_logged_by_its_host_and_error_never_its_path(settings, caplog):
+    settings.JOBS_ALERT_EMAILS = []
+    # A control character in the path: http.client refuses the URL, quoting all of it in its message.
+    settings.JOBS_ALERT_WEBHOOK_URL = f"http://ops:pw-secret-42@127.0.0.1:{free_port()}/hook/path-secret-token\x01"
+    with caplog.at_level(logging.DEBUG):
+        run_job("crashing", trigger=Trigger.CLI)
+    warnings = [r.getMessage() for r in caplog.records if "not delivered" in r.getMessage()]
+    assert warnings == [
+        "alert for job crashing not delivered by webhook to 127.0.0.1: InvalidURL; trying again at the next check"
+    ]
+    assert not any("path-secret-token" in r.getMessage() or "pw-secret-42" in r.getMessage() for r in caplog.records)
 
 
 # The health endpoint -------------------------------------------------------------------------------------

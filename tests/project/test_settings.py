@@ -20,8 +20,11 @@ PRODUCTION = {
 }
 
 
+LOCAL = {"DEBUG": "true"}  # development mode, as `make demo` and the test suite run
+
+
 def check(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """manage.py check (or another command, given first) with these variables set."""
+    """manage.py check (or another command, given first) with these variables set, and DEBUG only if given."""
     clean = {key: value for key, value in os.environ.items() if key not in PRODUCTION and key != "DEBUG"}
     command = list(args) if args and not args[0].startswith("-") else ["check", *args]
     return subprocess.run(
@@ -73,7 +76,7 @@ def test_check_deploy_warns_about_missing_job_secrets():
     ],
 )
 def test_a_malformed_variable_stops_start_up_naming_it_and_not_its_value(name, value):
-    result = check({name: value})
+    result = check({**LOCAL, name: value})
     assert result.returncode != 0
     assert f"ImproperlyConfigured: {name} must be" in result.stderr
     if len(value) > 3 and value != "sqlite://":  # that one is the start of the message's own example
@@ -82,17 +85,76 @@ def test_a_malformed_variable_stops_start_up_naming_it_and_not_its_value(name, v
 
 def test_a_negative_lock_id_is_a_valid_bigint():
     shell = ["shell", "-c", "from django.conf import settings; print(settings.JOBS_LOCK_IDS)"]
-    result = check({"RECOMPUTE_SCORES_LOCK_ID": "-5"}, *shell)
+    result = check({**LOCAL, "RECOMPUTE_SCORES_LOCK_ID": "-5"}, *shell)
     assert result.stdout.strip().endswith("{'RECOMPUTE_SCORES_LOCK_ID': -5}"), result.stderr
 
 
-def test_without_debug_a_secret_key_is_required():
-    result = check({"DEBUG": "false"})
+@pytest.mark.parametrize("debug", [{"DEBUG": "false"}, {}])
+def test_without_debug_a_secret_key_is_required(debug):
+    result = check(debug)
     assert result.returncode != 0
     assert "SECRET_KEY must be set when DEBUG is off" in result.stderr
 
 
+def show(*names: str) -> list[str]:
+    return ["shell", "-c", f"from django.conf import settings; print({', '.join(f'settings.{n}' for n in names)})"]
+
+
+def test_debug_is_off_unless_set_to_true_wherever_the_app_runs():
+    # Outside Vercel (no VERCEL_ENV), where DEBUG used to default to on.
+    deployed = {key: value for key, value in PRODUCTION.items() if key != "VERCEL_ENV"}
+    result = check(deployed, *show("DEBUG", "PRODUCTION", "SECURE_SSL_REDIRECT"))
+    assert result.stdout.split()[-3:] == ["False", "True", "True"], result.stderr
+    assert check({**deployed, **LOCAL}, *show("DEBUG")).stdout.split()[-1] == "True"
+
+
+@pytest.mark.parametrize(
+    ("url", "folder"),
+    [
+        ("filemail:///tmp/mail", "/tmp/mail"),  # django-environ alone: tmp/mail, in the working directory
+        ("filemail:///var/spool/no%20show", "/var/spool/no show"),
+        ("filemail:mail/out", str(ROOT / "mail/out")),  # relative: to the project folder, wherever it is started
+    ],
+)
+def test_a_filemail_url_names_the_folder_as_written(url, folder):
+    result = check({**LOCAL, "EMAIL_URL": url}, *show("EMAIL_BACKEND", "EMAIL_FILE_PATH"))
+    assert result.stdout.strip().splitlines()[-1] == f"django.core.mail.backends.filebased.EmailBackend {folder}"
+
+
+@pytest.mark.parametrize("url", ["filemail://tmp/mail", "filemail://", "filemail:///"])
+def test_a_filemail_url_with_a_host_or_without_a_folder_stops_start_up(url):
+    result = check({**LOCAL, "EMAIL_URL": url})
+    assert result.returncode != 0 and "ImproperlyConfigured: EMAIL_URL must be" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DATABASE_URL", "sqlite://admin:db-pass-0451@/db.sqlite3"),  # django-environ warned with the password
+        ("DATABASE_URL", "//admin:db-pass-0451@db.example.com/app"),  # and printed a URL it could not read
+        ("EMAIL_URL", "smtp+bad://mailer:db-pass-0451@smtp.example.com:587"),
+        ("JOBS_ALERT_WEBHOOK_URL", "ftp://hooks.example.com/db-pass-0451"),
+    ],
+)
+def test_a_refused_url_shows_none_of_its_secrets_anywhere(name, value):
+    result = check({**LOCAL, name: value})
+    assert result.returncode != 0 and f"ImproperlyConfigured: {name} must be" in result.stderr
+    assert "db-pass-0451" not in result.stdout + result.stderr
+
+
+def test_a_malformed_dotenv_line_stops_start_up_by_its_number_not_its_text(tmp_path):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from project.settings import _read_dotenv
+
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("# local\nDEBUG=true\n\nDATABASE_URL = postgres://app:db-pass-0451@db.example.com/app\n")
+    with pytest.raises(ImproperlyConfigured) as refused:
+        _read_dotenv(dotenv)
+    assert str(refused.value) == ".env line 4 must be NAME=value (no spaces around =) or # ..."
+
+
 def test_a_secret_starting_with_a_dollar_is_taken_as_it_is():
     shell = ["shell", "-c", "from django.conf import settings; print(settings.CRON_SECRET, settings.SECRET_KEY)"]
-    result = check({"CRON_SECRET": "$ecret-value", "SECRET_KEY": "$HOME-not-a-reference"}, *shell)
+    result = check({**LOCAL, "CRON_SECRET": "$ecret-value", "SECRET_KEY": "$HOME-not-a-reference"}, *shell)
     assert result.stdout.split()[-2:] == ["$ecret-value", "$HOME-not-a-reference"], result.stderr

@@ -513,6 +513,62 @@ def test_hostile_requests_get_their_documented_4xx_json_and_run_nothing():
     assert run.lock_id == 482175
 
 
+# Values that hold credentials, each recognisable. The development server copies the whole environment
+# into request.META, and Django's technical page (DEBUG=true) lists META and the settings.
+CREDENTIALS = {
+    "JOBS_ALERT_WEBHOOK_URL": "https://hooks.example.com/services/T0HOOK/B0HOOK/hook-path-secret-7f3a",
+    "EMAIL_URL": "smtp+tls://mailer:email-pass-secret-91c2@smtp.example.com:587",
+    "DATABASE_URL_UNPOOLED": "postgres://app:unpooled-pass-secret-44d1@db.example.com:5432/app",  # as Neon sets
+}
+
+
+@contextmanager
+def runserver(env: dict[str, str], log: Path) -> Iterator[str]:
+    """`manage.py runserver` (no reloader) against the test database; its output goes to `log`."""
+    from tests.helpers import free_port, wait_for_port
+
+    port = free_port()
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
+            cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            wait_for_port(port, timeout=60)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.terminate()
+            server.wait(20)
+
+
+@real_db
+@pytest.mark.parametrize("debug", ["false", "true"])
+def test_a_bad_host_header_shows_no_credential_with_debug_off_or_on(debug, tmp_path):
+    s = connection.settings_dict
+    url, password = database_url(), s["PASSWORD"]
+    if connection.vendor == "postgresql" and not password:  # trust authentication ignores a password
+        password = "db-pass-secret-0c5e"
+        url = url.replace(f"://{s['USER']}@", f"://{s['USER']}:{password}@")
+    env = {**CREDENTIALS, **PRODUCTION, "DATABASE_URL": url, "CRON_SECRET": CRON_SECRET, "DEBUG": debug}
+    with runserver(env, tmp_path / "server.log") as base:
+        status, _, body = send(base, "GET", "/admin/login/", {"Host": "evil.example.com"}, b"")
+    page, log = body.decode(), (tmp_path / "server.log").read_text()
+    assert status == 400
+    if debug == "true":  # the technical page, listing the environment and the settings, every credential hidden
+        assert "DisallowedHost" in page and "JOBS_ALERT_WEBHOOK_URL" in page and "DATABASE_URL_UNPOOLED" in page
+        assert "Invalid HTTP_HOST header: &#x27;evil.example.com&#x27;" in page
+        assert page.count("********************") >= 8
+    else:
+        assert "Bad Request (400)" in page and "JOBS_ALERT_WEBHOOK_URL" not in page
+    secrets = [*CREDENTIALS.values(), "hook-path-secret-7f3a", "/services/T0HOOK", "email-pass-secret-91c2",
+               "unpooled-pass-secret-44d1", url, CRON_SECRET, PRODUCTION["SECRET_KEY"]]  # fmt: skip
+    secrets += [password] if password else []
+    shown = [secret for secret in secrets if secret in page or secret in log]
+    print(f"DEBUG={debug}: {status}, {len(page):,} characters, {page.count('*' * 20)} values hidden, "
+          f"{len(shown)} of {len(secrets)} secrets shown")  # fmt: skip
+    assert shown == [], f"shown: {shown}"
+
+
 def test_the_secret_comparison_is_constant_time_on_equal_length_digests(monkeypatch, settings):
     import hmac
 
