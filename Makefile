@@ -3,11 +3,12 @@
 # make test   set up .venv, run the whole test suite (SQLite, or PostgreSQL when DATABASE_URL says so)
 # make lint   ruff, the layering contract (import-linter) and mypy
 # make bench  the recompute and offer-loop benchmarks against PostgreSQL (see README, Performance)
+# make week   a simulated week of the vercel.json schedule with incidents, printing each alert (README, Alerts)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench week clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=...)")'
@@ -43,3 +44,6 @@ N ?= 100000
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench.recompute --customers $(N)
 	$(BIN)/python -m bench.offers
+
+week: $(BIN)/.installed
+	$(BIN)/python -m bench.week

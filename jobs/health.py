@@ -186,8 +186,10 @@ def stamp(moment: datetime) -> str:
 def missed_runs(job: Job, start: datetime, end: datetime, arrivals: list[datetime]) -> int:
     """Scheduled times after `start` up to `end` that no call answered (a call, even a skipped one, answers the
     last scheduled time at or before it). Linear in the times and calls."""
-    if job.schedule is None:
+    began = JobRun.objects.order_by("id").values_list("started_at", flat=True).first()
+    if job.schedule is None or began is None:
         return 0
+    start = max(start, began)  # nothing was due before the ledger began
     arrivals = sorted(arrivals)
     missed = 0
     fires = CronSim(job.schedule, start)
@@ -202,8 +204,7 @@ def missed_runs(job: Job, start: datetime, end: datetime, arrivals: list[datetim
 
 def week(job: Job, now: datetime) -> str:
     """The last 7 days in one phrase: how many of the runs due or made succeeded, and how many never came."""
-    began = JobRun.objects.order_by("id").values_list("started_at", flat=True).first()
-    start = max(now - timedelta(days=7), began or now)
+    start = now - timedelta(days=7)
     runs = real_runs(job).filter(started_at__gte=start)
     counts = runs.filter(status__in=FINISHED).aggregate(
         finished=Count("id"), succeeded=Count("id", filter=Q(status=Status.SUCCEEDED))
