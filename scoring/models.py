@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -96,6 +96,27 @@ class Appointment(models.Model):
     def clean(self) -> None:
         if self.customer_id and self.shop_id and self.customer.shop_id != self.shop_id:
             raise ValidationError({"customer": "The customer belongs to another shop."})
+        if self.cancelled_at is None and not self._state.adding and self._taken_through_an_offer():
+            raise ValidationError(
+                {
+                    "cancelled_at": "This slot was given to a waiting customer (their offer was accepted): "
+                    "undoing the cancellation would book two customers at the same time."
+                }
+            )
+
+    def _taken_through_an_offer(self) -> bool:
+        """Whether the stored row is a cancelled slot that a waiting customer accepted.
+
+        Inside a transaction (the admin saves in one) the stored row is locked first, until the save
+        commits: an accept of this slot running meanwhile (it locks the slot's row too) either commits
+        first and is seen here, or waits and then sees the cancellation undone, and refuses.
+        """
+        stored = Appointment.objects.filter(pk=self.pk, cancelled_at__isnull=False)
+        if transaction.get_connection().in_atomic_block:
+            stored = stored.select_for_update(no_key=True)
+        if not stored.values_list("pk").first():
+            return False
+        return SlotOffer.objects.filter(slot_id=self.pk, status=OfferStatus.ACCEPTED).exists()
 
 
 class CustomerScore(models.Model):

@@ -43,6 +43,10 @@ class OfferConflict(OfferError):
     """Accepting would double-book the customer."""
 
 
+class SlotUnavailable(OfferError):
+    """The slot can no longer be given: its cancellation was undone, or it has started."""
+
+
 def offer_loop(ctx: Context, *, shop: uuid.UUID | None = None, limit: int) -> Result:
     """Offer open slots to the best-ranked eligible waiting customers, `limit` offers at most."""
     counters = offer_open_slots(ctx.now, limit=limit, slots=_open_slots(ctx.now, shop))
@@ -197,20 +201,26 @@ def expire_offers(ctx: Context, *, limit: int) -> Result:
 def respond_to_offer(offer_id: uuid.UUID, *, accept: bool, now: datetime) -> SlotOffer:
     """A customer's answer, recorded in one transaction; raises OfferError saying why it cannot be.
 
-    Accepting books the customer into the slot and closes their wait at that shop, unless they no
-    longer wait there or already have an appointment at that time: then the offer is withdrawn,
-    passed on, and OfferClosed or OfferConflict says why. Declining passes the slot on at once. The
-    offer's row is locked first, so two answers, or an answer and an expiry, cannot both be recorded.
-    (A customer never holds a second pending offer to withdraw: the database allows only one.)
+    Accepting books the customer into the slot and closes their wait at that shop, unless the slot can
+    no longer be given (its cancellation was undone, or it has started), or the customer no longer
+    waits there, or already has an appointment at that time: then the offer is withdrawn, passed on
+    if the slot is still open, and SlotUnavailable, OfferClosed or OfferConflict says why. Declining
+    passes the slot on at once. The offer's row and the slot's row are locked first (PostgreSQL), so
+    two answers, an answer and an expiry, or an accept and staff undoing the slot's cancellation
+    (Appointment.clean locks the slot's row too) are recorded one after the other, the second seeing
+    the first. (Nobody else can have taken the slot through an offer while this one is pending, nor
+    does a customer hold a second pending offer to withdraw: the database allows neither.)
     """
     with transaction.atomic():
-        offer = SlotOffer.objects.select_for_update().select_related("slot").filter(pk=offer_id).first()
+        # FOR UPDATE OF both rows: the slot as it is once every writer before us committed.
+        lock = SlotOffer.objects.select_for_update(of=("self", "slot")).select_related("slot")
+        offer = lock.filter(pk=offer_id).first()
         if offer is None:
             raise OfferClosed("This offer no longer exists: nothing was recorded.")
         if offer.status != OfferStatus.PENDING or offer.expires_at <= now:
             state = offer.status if offer.status != OfferStatus.PENDING else "expired"
             raise OfferClosed(f"This offer is {state}: nothing was recorded.")
-        refused = _refusal(offer) if accept else None
+        refused = _refusal(offer, now) if accept else None
         if accept and refused is None:
             _accept(offer, now)
         else:
@@ -223,8 +233,16 @@ def respond_to_offer(offer_id: uuid.UUID, *, accept: bool, now: datetime) -> Slo
     return offer
 
 
-def _refusal(offer: SlotOffer) -> OfferError | None:
+def _refusal(offer: SlotOffer, now: datetime) -> OfferError | None:
     """Why the customer cannot take this slot now, if they cannot."""
+    slot = offer.slot
+    if slot.cancelled_at is None:
+        return SlotUnavailable(
+            "The slot is booked again (its cancellation was undone): accepting would put two customers at "
+            f"{slot.starts_at:%Y-%m-%d %H:%M} UTC. The offer was withdrawn."
+        )
+    if slot.starts_at <= now:
+        return SlotUnavailable(f"The slot started at {slot.starts_at:%Y-%m-%d %H:%M} UTC: the offer was withdrawn.")
     if WaitlistEntry.objects.filter(pk=offer.entry_id, closed_at__isnull=False).exists():
         return OfferClosed("The customer no longer waits at this shop: the offer was withdrawn and passed on.")
     if clash := _clash(offer):

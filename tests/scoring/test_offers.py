@@ -6,7 +6,7 @@ import pytest
 
 from scoring import offers
 from scoring.models import Appointment, CustomerScore, OfferStatus, SlotOffer, Tier, WaitlistEntry
-from scoring.offers import OfferClosed, OfferConflict, respond_to_offer
+from scoring.offers import OfferClosed, OfferConflict, SlotUnavailable, respond_to_offer
 from tests import factories as make
 from tests.factories import NOW
 from tests.helpers import outside_a_run
@@ -216,3 +216,32 @@ def test_accepting_a_slot_that_would_double_book_the_customer_is_refused_with_a_
     assert offer.status == OfferStatus.WITHDRAWN
     assert dict(slot.offers.values_list("customer__name", "status")) == {"double": "withdrawn", "next": "pending"}
     assert Appointment.objects.filter(customer=entry.customer).count() == 1  # not booked
+
+
+def test_an_offer_for_a_slot_whose_cancellation_was_undone_is_refused_with_a_message_and_withdrawn():
+    shop = make.shop()
+    slot = freed_slot(shop)
+    entry = waiting(shop, "offered", score=90)
+    waiting(shop, "next", score=10)
+    offer_loop(now=NOW)
+    Appointment.objects.filter(pk=slot.pk).update(cancelled_at=None)  # staff undid the cancellation meanwhile
+    with pytest.raises(SlotUnavailable, match=r"booked again \(its cancellation was undone\).* offer was withdrawn"):
+        respond_to_offer(slot.offers.get().pk, accept=True, now=NOW)
+    assert dict(slot.offers.values_list("customer__name", "status")) == {"offered": "withdrawn"}  # nobody else
+    assert not Appointment.objects.filter(customer=entry.customer).exists()
+    entry.refresh_from_db()
+    assert entry.closed_at is None  # still waiting for another slot
+
+
+def test_an_offer_for_a_slot_that_has_started_is_refused_with_a_message_and_withdrawn(settings):
+    settings.OFFER_TTL_MINUTES = 180  # the offer outlives the slot's start
+    shop = make.shop()
+    slot = freed_slot(shop, hours_ahead=1)
+    entry = waiting(shop, "offered", score=90)
+    waiting(shop, "next", score=10)
+    offer_loop(now=NOW)
+    later = slot.starts_at + timedelta(minutes=5)
+    with pytest.raises(SlotUnavailable, match="The slot started at 2026-06-01 13:00 UTC: the offer was withdrawn"):
+        respond_to_offer(slot.offers.get().pk, accept=True, now=later)
+    assert dict(slot.offers.values_list("customer__name", "status")) == {"offered": "withdrawn"}  # not passed on
+    assert not Appointment.objects.filter(customer=entry.customer).exists()

@@ -1,5 +1,7 @@
 """Waitlist offers under concurrency, on PostgreSQL: two expire-offers loops, an offer loop, two responders
-and a canceller, each a thread with its own connection, for 20 s with offers that expire after 1.8 s."""
+and a canceller, each a thread with its own connection, for 20 s with offers that expire after 1.8 s; and
+single interleavings, made certain by a second session holding a lock that `pg_blocking_pids` shows waited on.
+"""
 
 from __future__ import annotations
 
@@ -13,16 +15,22 @@ import traceback
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
+import psycopg
 import pytest
-from django.db import connections
+from django.db import connection, connections
+from django.urls import reverse
 from django.utils import timezone
 
 from jobs.models import Status, Trigger
 from jobs.runner import run_job
+from scoring import offers
 from scoring.models import Appointment, Customer, OfferStatus, Shop, SlotOffer, WaitlistEntry
-from scoring.offers import MAKING_OFFERS, OfferError, respond_to_offer
-from tests.helpers import ROOT, connect_elsewhere, database_url
+from scoring.offers import MAKING_OFFERS, OfferError, SlotUnavailable, respond_to_offer
+from tests.framework.test_admin import staff
+from tests.helpers import ROOT, connect_elsewhere, database_url, outside_a_run
+from tests.scoring.test_admin import undo_cancellation
 
 SECONDS = 20
 
@@ -168,3 +176,92 @@ def test_runs_that_make_offers_take_turns():
             time.sleep(0.01)
     assert process.wait(60) == 0, process.stderr.read()
     assert waited, "the offer loop made its offers without waiting for its turn"
+
+
+class Background(threading.Thread):
+    """`work` in a thread with its own connection: its backend's pid, then its result or error."""
+
+    def __init__(self, work: Callable[[], Any]) -> None:
+        super().__init__()
+        self.work, self.result, self.error, self.pid = work, None, None, 0
+        self.connected = threading.Event()
+        self.start()
+        self.connected.wait(10)
+
+    def run(self) -> None:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                self.pid = cursor.fetchone()[0]
+            self.connected.set()
+            self.result = self.work()
+        except Exception as error:
+            self.error = error
+        finally:
+            self.connected.set()
+            connections.close_all()
+
+
+def waits_on(watcher: psycopg.Connection, waiter: Background, blocker: int) -> bool:
+    """Whether `waiter` is seen waiting on a lock of backend `blocker` before it ends (10 s at most)."""
+    deadline = time.monotonic() + 10
+    while waiter.is_alive() and time.monotonic() < deadline:
+        if blocker in watcher.execute("SELECT pg_blocking_pids(%s)", [waiter.pid]).fetchone()[0]:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def an_offered_slot() -> tuple[Appointment, SlotOffer, WaitlistEntry]:
+    """A slot freed for tomorrow, offered to the one customer waiting at its shop."""
+    shop = Shop.objects.create(name="Shop")
+    owner, waiting = (Customer.objects.create(shop=shop, name=name) for name in ("owner", "waiting"))
+    starts_at = timezone.now() + timedelta(days=1)
+    slot = Appointment.objects.create(
+        shop=shop, customer=owner, starts_at=starts_at, ends_at=starts_at + timedelta(hours=1),
+        cancelled_at=timezone.now(),
+    )  # fmt: skip
+    entry = WaitlistEntry.objects.create(shop=shop, customer=waiting)
+    outside_a_run(offers.offer_loop, timezone.now(), limit=10)
+    return slot, SlotOffer.objects.get(), entry
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_accept_waits_for_staff_undoing_the_slots_cancellation_and_then_refuses():
+    slot, offer, entry = an_offered_slot()
+    with connect_elsewhere() as staff_session, connect_elsewhere() as watcher:
+        with staff_session.transaction():  # the un-cancel is written, not yet committed, when the accept starts
+            staff_session.execute("UPDATE scoring_appointment SET cancelled_at = NULL WHERE id = %s", [slot.pk])
+            accept = Background(lambda: respond_to_offer(offer.pk, accept=True, now=timezone.now()))
+            waited = waits_on(watcher, accept, staff_session.info.backend_pid)
+        accept.join(30)
+    assert waited, "the accept read the slot without waiting for the un-cancel"
+    assert isinstance(accept.error, SlotUnavailable), accept.error or accept.result
+    offer.refresh_from_db()
+    assert offer.status == OfferStatus.WITHDRAWN
+    assert not Appointment.objects.filter(customer=entry.customer).exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_staff_undoing_a_cancellation_wait_for_an_accept_in_flight_and_are_then_refused():
+    slot, offer, entry = an_offered_slot()
+    client = staff(superuser=True)
+    url = reverse("admin:scoring_appointment_change", args=[slot.pk])
+    form = {**undo_cancellation(slot), "csrfmiddlewaretoken": client.get(url).cookies["csrftoken"].value}
+    with connect_elsewhere() as holder, connect_elsewhere() as watcher:
+        with holder.transaction():  # the accept stops at closing the customer's wait, the slot locked and booked
+            holder.execute("SELECT 1 FROM scoring_waitlistentry WHERE id = %s FOR UPDATE", [entry.pk])
+            accept = Background(lambda: respond_to_offer(offer.pk, accept=True, now=timezone.now()))
+            assert waits_on(watcher, accept, holder.info.backend_pid)
+            undo = Background(lambda: client.post(url, form))
+            undo_waited = waits_on(watcher, undo, accept.pid)
+        accept.join(30)
+        undo.join(30)
+    assert undo_waited, "the admin did not wait for the accept"
+    assert accept.error is None and accept.result.status == OfferStatus.ACCEPTED, accept.error
+    assert undo.error is None and undo.result.status_code == 200, undo.error or undo.result.status_code
+    assert "undoing the cancellation would book two customers" in undo.result.content.decode()
+    slot.refresh_from_db()
+    assert slot.cancelled_at is not None
