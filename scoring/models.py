@@ -219,7 +219,7 @@ class OfferStatus(models.TextChoices):
     ACCEPTED = "accepted"
     DECLINED = "declined"
     EXPIRED = "expired"
-    WITHDRAWN = "withdrawn"  # the customer accepted another slot first
+    WITHDRAWN = "withdrawn"  # refused at accept: the slot or the customer could no longer take it
 
 
 class SlotOffer(models.Model):
@@ -227,7 +227,9 @@ class SlotOffer(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     slot = models.ForeignKey(Appointment, on_delete=models.CASCADE, related_name="offers")
-    entry = models.ForeignKey(WaitlistEntry, on_delete=models.CASCADE, related_name="offers")
+    # Offers are history (who was given which slot): deleting a waitlist entry keeps its offers, and an accepted
+    # one keeps its slot taken. The database does the same for raw deletes (migration 0010).
+    entry = models.ForeignKey(WaitlistEntry, null=True, on_delete=models.SET_NULL, related_name="offers")
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="offers")
     status = models.CharField(max_length=16, choices=OfferStatus.choices, default=OfferStatus.PENDING)
     offered_at = models.DateTimeField()

@@ -203,13 +203,14 @@ def respond_to_offer(offer_id: uuid.UUID, *, accept: bool, now: datetime) -> Slo
 
     Accepting books the customer into the slot and closes their wait at that shop, unless the slot can
     no longer be given (its cancellation was undone, or it has started), or the customer no longer
-    waits there, or already has an appointment at that time: then the offer is withdrawn, passed on
-    if the slot is still open, and SlotUnavailable, OfferClosed or OfferConflict says why. Declining
-    passes the slot on at once. The offer's row and the slot's row are locked first (PostgreSQL), so
-    two answers, an answer and an expiry, or an accept and staff undoing the slot's cancellation
-    (Appointment.clean locks the slot's row too) are recorded one after the other, the second seeing
-    the first. (Nobody else can have taken the slot through an offer while this one is pending, nor
-    does a customer hold a second pending offer to withdraw: the database allows neither.)
+    waits there (their entry closed or deleted), or already has an appointment at that time: then the
+    offer is withdrawn, passed on if the slot is still open, and SlotUnavailable, OfferClosed or
+    OfferConflict says why. Declining passes the slot on at once. The offer's row and the slot's row
+    are locked first (PostgreSQL), so two answers, an answer and an expiry, or an accept and staff
+    undoing the slot's cancellation (Appointment.clean locks the slot's row too) are recorded one
+    after the other, the second seeing the first. (Nobody else can have taken the slot through an
+    offer while this one is pending, nor does a customer hold a second pending offer to withdraw:
+    the database allows neither.)
     """
     with transaction.atomic():
         # FOR UPDATE OF both rows: the slot as it is once every writer before us committed.
@@ -243,7 +244,7 @@ def _refusal(offer: SlotOffer, now: datetime) -> OfferError | None:
         )
     if slot.starts_at <= now:
         return SlotUnavailable(f"The slot started at {slot.starts_at:%Y-%m-%d %H:%M} UTC: the offer was withdrawn.")
-    if WaitlistEntry.objects.filter(pk=offer.entry_id, closed_at__isnull=False).exists():
+    if offer.entry_id is None or WaitlistEntry.objects.filter(pk=offer.entry_id, closed_at__isnull=False).exists():
         return OfferClosed("The customer no longer waits at this shop: the offer was withdrawn and passed on.")
     if clash := _clash(offer):
         return OfferConflict(
@@ -277,4 +278,4 @@ def _accept(offer: SlotOffer, now: datetime) -> None:
         starts_at=offer.slot.starts_at,
         ends_at=offer.slot.ends_at,
     )
-    WaitlistEntry.objects.filter(pk=offer.entry_id).update(closed_at=now)
+    WaitlistEntry.objects.filter(offers=offer).update(closed_at=now)  # the entry the offer was made from

@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.db import IntegrityError, connection
 
 from scoring import offers
 from scoring.models import Appointment, CustomerScore, OfferStatus, SlotOffer, Tier, WaitlistEntry
@@ -245,3 +246,55 @@ def test_an_offer_for_a_slot_that_has_started_is_refused_with_a_message_and_with
         respond_to_offer(slot.offers.get().pk, accept=True, now=later)
     assert dict(slot.offers.values_list("customer__name", "status")) == {"offered": "withdrawn"}  # not passed on
     assert not Appointment.objects.filter(customer=entry.customer).exists()
+
+
+def an_accepted_offer() -> tuple[Appointment, SlotOffer, WaitlistEntry]:
+    """A freed slot taken through an offer: the customer's wait is closed; another customer still waits."""
+    shop = make.shop()
+    slot = freed_slot(shop)
+    entry = waiting(shop, "took it", score=90)
+    waiting(shop, "still waiting", score=10)
+    offer_loop(now=NOW)
+    offer = respond_to_offer(slot.offers.get().pk, accept=True, now=NOW)
+    entry.refresh_from_db()
+    assert entry.closed_at == NOW
+    return slot, offer, entry
+
+
+def test_deleting_a_closed_waitlist_entry_keeps_its_accepted_offer_and_the_slot_taken():
+    slot, offer, entry = an_accepted_offer()
+    entry.delete()  # as staff would in the admin
+    offer.refresh_from_db()
+    assert (offer.status, offer.entry_id) == (OfferStatus.ACCEPTED, None)
+    assert offer_loop(now=NOW)["total"] == 0  # the slot is not offered again
+    assert offered_to(slot) == ["took it"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_raw_sql_delete_of_a_closed_waitlist_entry_never_takes_its_accepted_offer_with_it(on_postgres):
+    slot, offer, entry = an_accepted_offer()
+    with connection.cursor() as cursor:  # committed at once (autocommit): the database's own rules apply
+        if on_postgres:  # the database sets the offer's entry to NULL, as the ORM does
+            cursor.execute("DELETE FROM scoring_waitlistentry WHERE id = %s", [entry.pk])
+            assert not WaitlistEntry.objects.filter(pk=entry.pk).exists()
+        else:  # SQLite: the foreign key refuses the delete
+            with pytest.raises(IntegrityError):
+                cursor.execute("DELETE FROM scoring_waitlistentry WHERE id = %s", [entry.pk.hex])
+            assert WaitlistEntry.objects.filter(pk=entry.pk).exists()
+    offer.refresh_from_db()
+    assert offer.status == OfferStatus.ACCEPTED
+    assert offer_loop(now=NOW)["total"] == 0  # the slot is not offered again
+    assert offered_to(slot) == ["took it"]
+
+
+def test_a_pending_offer_whose_waitlist_entry_was_deleted_is_refused_as_no_longer_waiting_and_passed_on():
+    shop = make.shop()
+    slot = freed_slot(shop)
+    gone = waiting(shop, "gone", score=90)
+    waiting(shop, "next", score=10)
+    offer_loop(now=NOW)
+    gone.delete()
+    with pytest.raises(OfferClosed, match="no longer waits at this shop"):
+        respond_to_offer(slot.offers.get(customer=gone.customer).pk, accept=True, now=NOW)
+    assert dict(slot.offers.values_list("customer__name", "status")) == {"gone": "withdrawn", "next": "pending"}
+    assert not Appointment.objects.filter(customer=gone.customer).exists()
