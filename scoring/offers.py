@@ -20,7 +20,7 @@ from django.db.models import Case, Exists, IntegerField, OuterRef, QuerySet, Val
 from django.db.models.functions import Coalesce
 
 from jobs.context import Context, Result
-from scoring.models import Appointment, OfferStatus, SlotOffer, Tier, WaitlistEntry
+from scoring.models import Appointment, Customer, OfferStatus, SlotOffer, Tier, WaitlistEntry
 from scoring.rules import UNSCORED_RANK
 
 LOOP_COUNTERS = ("total", "offered", "exhausted", "skipped", "remaining")
@@ -29,6 +29,16 @@ LIVE = [OfferStatus.PENDING, OfferStatus.ACCEPTED]
 # Runs that make offers take turns (PostgreSQL): a two-key advisory lock, a key space apart from the jobs' locks.
 MAKING_OFFERS = (482175, 1)
 Slot = Mapping[str, Any]  # id, shop_id, customer_id, starts_at, ends_at
+Match = tuple[Slot, uuid.UUID, uuid.UUID]  # a slot, and the waitlist entry and customer it goes to
+# The chosen offers whose slot, entry and customer exist, locked against deletion (see _still_there).
+STILL_THERE = """
+    SELECT chosen.slot_id
+    FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[]) AS chosen (slot_id, entry_id, customer_id)
+    JOIN scoring_appointment slot ON slot.id = chosen.slot_id
+    JOIN scoring_waitlistentry entry ON entry.id = chosen.entry_id
+    JOIN scoring_customer customer ON customer.id = chosen.customer_id
+    FOR KEY SHARE OF slot, entry, customer SKIP LOCKED
+"""
 
 
 class OfferError(Exception):
@@ -62,7 +72,9 @@ def offer_open_slots(now: datetime, *, limit: int, slots: QuerySet[Appointment])
     rest. Each slot goes to the best-ranked eligible candidate not already given a slot in this
     run (highest score first, `risky` last, then the longest wait): someone else than the slot's
     own customer, waiting at its shop, with no pending offer, never offered this slot, and free
-    at that time. An offer lost to a concurrent answer counts as `skipped`.
+    at that time. An offer lost to a concurrent answer, or to a delete of its slot, waitlist entry
+    or customer since the candidates were read, counts as `skipped`: a delete costs that one offer,
+    never the run.
 
     offer-loop and expire-offers hold different job locks, and both make offers: two runs inserting
     offers that conflict on both unique keys (slot, customer) in different orders would deadlock, so
@@ -83,16 +95,55 @@ def offer_open_slots(now: datetime, *, limit: int, slots: QuerySet[Appointment])
     chosen = _match(batch, _candidates(batch), _offered_before(batch), _busy(batch))
     counters["exhausted"] += len(batch) - len(chosen)
     expires_at = now + timedelta(minutes=settings.OFFER_TTL_MINUTES)
-    offers = [
-        SlotOffer(slot_id=slot["id"], entry_id=entry_id, customer_id=customer_id, offered_at=now, expires_at=expires_at)
-        for slot, entry_id, customer_id in chosen
-    ]
-    # A concurrent run or answer may have made an offer for the same slot or customer since: the
-    # database's unique constraints turn those into conflicts, ignored and counted as skipped.
-    SlotOffer.objects.bulk_create(offers, ignore_conflicts=True)
-    counters["offered"] = SlotOffer.objects.filter(id__in=[offer.id for offer in offers]).count()
+    # SQLite: one transaction from the check to the insert, which holds the write lock (IMMEDIATE).
+    # PostgreSQL: already in the run's transaction (no savepoint needed: nothing here is retried).
+    with transaction.atomic(savepoint=False):
+        offers = [
+            SlotOffer(
+                slot_id=slot["id"], entry_id=entry_id, customer_id=customer_id, offered_at=now, expires_at=expires_at
+            )
+            for slot, entry_id, customer_id in _still_there(chosen)
+        ]
+        # A concurrent run or answer may have made an offer for the same slot or customer since: the
+        # database's unique constraints turn those into conflicts, ignored and counted as skipped.
+        SlotOffer.objects.bulk_create(offers, ignore_conflicts=True)
+        counters["offered"] = SlotOffer.objects.filter(id__in=[offer.id for offer in offers]).count()
     counters["skipped"] = len(chosen) - counters["offered"]
     return counters
+
+
+def _still_there(chosen: Sequence[Match]) -> list[Match]:
+    """The chosen offers whose slot, entry and customer still exist, kept from deletion until the run ends.
+
+    Staff may delete any of them after the candidates were read. On PostgreSQL the rows are locked
+    FOR KEY SHARE: a delete that comes later waits for the run (and its database-side cascade then
+    takes the new offer, or sets its entry to NULL: migration 0010), instead of failing the run's
+    insert on a foreign key. A row already deleted is not returned, and neither is one being deleted
+    right now (SKIP LOCKED: the run never waits on a delete, so a delete of several rows cannot
+    deadlock with it; if that delete rolls back, the next run offers the slot). On SQLite the caller
+    holds the write lock: no delete can come between this check and the insert.
+    """
+    if not chosen:
+        return []
+    slot_ids = [slot["id"] for slot, _, _ in chosen]
+    entries = [entry_id for _, entry_id, _ in chosen]
+    customers = [customer_id for _, _, customer_id in chosen]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(STILL_THERE, [slot_ids, entries, customers])
+            kept = {slot_id for (slot_id,) in cursor.fetchall()}
+        return [match for match in chosen if match[0]["id"] in kept]
+    there = set(  # one query: the ids of the three kinds of rows that still exist
+        Appointment.objects.filter(id__in=slot_ids)
+        .order_by()
+        .values_list("id", flat=True)
+        .union(
+            WaitlistEntry.objects.filter(id__in=entries).order_by().values_list("id", flat=True),
+            Customer.objects.filter(id__in=customers).order_by().values_list("id", flat=True),
+            all=True,
+        )
+    )
+    return [match for match in chosen if {match[0]["id"], match[1], match[2]} <= there]
 
 
 def _open_slots(now: datetime, shop: uuid.UUID | None = None) -> QuerySet[Appointment]:
@@ -167,10 +218,10 @@ def _match(
     candidates: dict[uuid.UUID, list[tuple[uuid.UUID, uuid.UUID]]],
     offered_before: set[tuple[uuid.UUID, uuid.UUID]],
     busy: dict[uuid.UUID, list[tuple[datetime, datetime]]],
-) -> list[tuple[Slot, uuid.UUID, uuid.UUID]]:
+) -> list[Match]:
     """Greedy, in slot order: each slot's best candidate not yet given a slot in this run."""
     given: set[uuid.UUID] = set()
-    chosen = []
+    chosen: list[Match] = []
     for slot in batch:
         for entry_id, customer_id in candidates.get(slot["shop_id"], []):
             if (

@@ -15,11 +15,9 @@ import traceback
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
-import psycopg
 import pytest
-from django.db import connection, connections
+from django.db import connections
 from django.urls import reverse
 from django.utils import timezone
 
@@ -29,7 +27,7 @@ from scoring import offers
 from scoring.models import Appointment, Customer, OfferStatus, Shop, SlotOffer, WaitlistEntry
 from scoring.offers import MAKING_OFFERS, OfferError, SlotUnavailable, respond_to_offer
 from tests.framework.test_admin import staff
-from tests.helpers import ROOT, connect_elsewhere, database_url, outside_a_run
+from tests.helpers import ROOT, Background, connect_elsewhere, database_url, outside_a_run, waits_on
 from tests.scoring.test_admin import undo_cancellation
 
 SECONDS = 20
@@ -176,40 +174,6 @@ def test_runs_that_make_offers_take_turns():
             time.sleep(0.01)
     assert process.wait(60) == 0, process.stderr.read()
     assert waited, "the offer loop made its offers without waiting for its turn"
-
-
-class Background(threading.Thread):
-    """`work` in a thread with its own connection: its backend's pid, then its result or error."""
-
-    def __init__(self, work: Callable[[], Any]) -> None:
-        super().__init__()
-        self.work, self.result, self.error, self.pid = work, None, None, 0
-        self.connected = threading.Event()
-        self.start()
-        self.connected.wait(10)
-
-    def run(self) -> None:
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_backend_pid()")
-                self.pid = cursor.fetchone()[0]
-            self.connected.set()
-            self.result = self.work()
-        except Exception as error:
-            self.error = error
-        finally:
-            self.connected.set()
-            connections.close_all()
-
-
-def waits_on(watcher: psycopg.Connection, waiter: Background, blocker: int) -> bool:
-    """Whether `waiter` is seen waiting on a lock of backend `blocker` before it ends (10 s at most)."""
-    deadline = time.monotonic() + 10
-    while waiter.is_alive() and time.monotonic() < deadline:
-        if blocker in watcher.execute("SELECT pg_blocking_pids(%s)", [waiter.pid]).fetchone()[0]:
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def an_offered_slot() -> tuple[Appointment, SlotOffer, WaitlistEntry]:
