@@ -6,6 +6,7 @@ from contextlib import closing
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
@@ -396,6 +397,28 @@ def test_a_run_drops_without_waiting_the_offer_whose_slot_entry_or_customer_is_b
     assert run.error is None and run.result.status == Status.SUCCEEDED, run.error or run.result.errors
     assert (run.result.counters["offered"], run.result.counters["skipped"]) == (1, 1)
     assert list(SlotOffer.objects.values_list("slot_id", "customer_id")) == [(second.pk, b.customer_id)]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_delete_of_several_rows_in_another_order_than_the_run_never_deadlocks_with_it():
+    _, _, a, b = two_slots_for_two_waiting(timezone.now())
+    outcome: dict[str, Any] = {}
+    with connect_elsewhere() as staff_session, connect_elsewhere() as watcher:
+        with staff_session.transaction():  # one transaction deleting B's entry, then A's: the run's order reversed
+            staff_session.execute("DELETE FROM scoring_waitlistentry WHERE id = %s", [b.pk])
+            run = Background(lambda: run_job("offer-loop", trigger=Trigger.CLI))
+            outcome["run waited"] = waits_on(watcher, run, staff_session.info.backend_pid)
+            try:  # a run that locked A's entry and now waits for B's would deadlock here
+                staff_session.execute("DELETE FROM scoring_waitlistentry WHERE id = %s", [a.pk])
+            except psycopg.errors.DeadlockDetected as error:
+                outcome["deleter"] = str(error).splitlines()[0]
+        run.join(30)
+    assert run.error is None and run.result.status == Status.SUCCEEDED, (run.error or run.result.errors, outcome)
+    assert outcome == {"run waited": False}
+    assert (run.result.counters["offered"], run.result.counters["skipped"]) == (1, 1)
+    assert not WaitlistEntry.objects.exists()  # both deletes committed; A's new offer kept, its entry NULL
+    assert list(SlotOffer.objects.values_list("customer_id", "entry_id")) == [(a.customer_id, None)]
 
 
 @pytest.mark.postgres
