@@ -219,7 +219,7 @@ class OfferStatus(models.TextChoices):
     ACCEPTED = "accepted"
     DECLINED = "declined"
     EXPIRED = "expired"
-    WITHDRAWN = "withdrawn"  # refused at accept: the slot or the customer could no longer take it
+    WITHDRAWN = "withdrawn"  # refused at accept (the slot or the customer could no longer take it), or by 0004
 
 
 class SlotOffer(models.Model):

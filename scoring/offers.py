@@ -2,8 +2,11 @@
 
 What the database enforces (scoring.models.SlotOffer): a slot has at most one live offer, pending
 or accepted, so a taken slot is never offered again; a customer waits on at most one pending offer;
-nobody is offered the same slot twice. What the code adds: nobody is offered a slot that overlaps
-an appointment they already have, and an accept re-checks that under the offer's row lock.
+nobody is offered the same slot twice; an offer outlives its waitlist entry (an accepted one keeps
+its slot taken). What the code adds: nobody is offered a slot that overlaps an appointment they
+already have; an accept re-checks that, and that the slot is still cancelled and in the future,
+under the offer's and the slot's row locks; a slot, entry or customer deleted while a run makes
+offers costs that one offer, never the run.
 """
 
 from __future__ import annotations
