@@ -192,7 +192,7 @@ def test_offers_stay_correct_and_no_run_fails_when_loops_answers_and_deletes_rac
     takers = defaultdict(list)
     for _, slot, customer in taken:
         takers[slot].append(customer)
-    assert all(not set(customers[:-1]) - deleted["customers"] for customers in takers.values()), "given twice"
+    assert all(not set(taken_by[:-1]) - deleted["customers"] for taken_by in takers.values()), "a slot given twice"
     assert not {slot for slot, _ in pending} & {slot for slot, _, _ in accepted}, "a taken slot still offered"
     assert not [c for c, n in Counter(customer for _, customer in pending).items() if n > 1], "two pending offers"
     closed = dict(WaitlistEntry.objects.values_list("id", "closed_at"))
