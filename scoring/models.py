@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -96,6 +96,27 @@ class Appointment(models.Model):
     def clean(self) -> None:
         if self.customer_id and self.shop_id and self.customer.shop_id != self.shop_id:
             raise ValidationError({"customer": "The customer belongs to another shop."})
+        if self.cancelled_at is None and not self._state.adding and self._taken_through_an_offer():
+            raise ValidationError(
+                {
+                    "cancelled_at": "This slot was given to a waiting customer (their offer was accepted): "
+                    "undoing the cancellation would book two customers at the same time."
+                }
+            )
+
+    def _taken_through_an_offer(self) -> bool:
+        """Whether the stored row is a cancelled slot that a waiting customer accepted.
+
+        Inside a transaction (the admin saves in one) the stored row is locked first, until the save
+        commits: an accept of this slot running meanwhile (it locks the slot's row too) either commits
+        first and is seen here, or waits and then sees the cancellation undone, and refuses.
+        """
+        stored = Appointment.objects.filter(pk=self.pk, cancelled_at__isnull=False)
+        if transaction.get_connection().in_atomic_block:
+            stored = stored.select_for_update(no_key=True)
+        if not stored.values_list("pk").first():
+            return False
+        return SlotOffer.objects.filter(slot_id=self.pk, status=OfferStatus.ACCEPTED).exists()
 
 
 class CustomerScore(models.Model):
@@ -202,7 +223,7 @@ class OfferStatus(models.TextChoices):
     ACCEPTED = "accepted"
     DECLINED = "declined"
     EXPIRED = "expired"
-    WITHDRAWN = "withdrawn"  # the customer accepted another slot first
+    WITHDRAWN = "withdrawn"  # refused at accept (the slot or the customer could no longer take it), or by 0004
 
 
 class SlotOffer(models.Model):
@@ -210,7 +231,9 @@ class SlotOffer(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     slot = models.ForeignKey(Appointment, on_delete=models.CASCADE, related_name="offers")
-    entry = models.ForeignKey(WaitlistEntry, on_delete=models.CASCADE, related_name="offers")
+    # Offers are history (who was given which slot): deleting a waitlist entry keeps its offers, and an accepted
+    # one keeps its slot taken. The database does the same for raw deletes (migration 0010).
+    entry = models.ForeignKey(WaitlistEntry, null=True, on_delete=models.SET_NULL, related_name="offers")
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="offers")
     status = models.CharField(max_length=16, choices=OfferStatus.choices, default=OfferStatus.PENDING)
     offered_at = models.DateTimeField()

@@ -2,8 +2,11 @@
 
 What the database enforces (scoring.models.SlotOffer): a slot has at most one live offer, pending
 or accepted, so a taken slot is never offered again; a customer waits on at most one pending offer;
-nobody is offered the same slot twice. What the code adds: nobody is offered a slot that overlaps
-an appointment they already have, and an accept re-checks that under the offer's row lock.
+nobody is offered the same slot twice; an offer outlives its waitlist entry (an accepted one keeps
+its slot taken). What the code adds: nobody is offered a slot that overlaps an appointment they
+already have; an accept re-checks that, and that the slot is still cancelled and in the future,
+under the offer's and the slot's row locks; a slot, entry or customer deleted while a run makes
+offers costs that one offer, never the run.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from django.db.models import Case, Exists, IntegerField, OuterRef, QuerySet, Val
 from django.db.models.functions import Coalesce
 
 from jobs.context import Backlog, Context, Result
-from scoring.models import Appointment, OfferStatus, SlotOffer, Tier, WaitlistEntry
+from scoring.models import Appointment, Customer, OfferStatus, SlotOffer, Tier, WaitlistEntry
 from scoring.rules import UNSCORED_RANK
 
 LOOP_COUNTERS = ("total", "offered", "exhausted", "skipped", "remaining")
@@ -29,6 +32,16 @@ LIVE = [OfferStatus.PENDING, OfferStatus.ACCEPTED]
 # Runs that make offers take turns (PostgreSQL): a two-key advisory lock, a key space apart from the jobs' locks.
 MAKING_OFFERS = (482175, 1)
 Slot = Mapping[str, Any]  # id, shop_id, customer_id, starts_at, ends_at
+Match = tuple[Slot, uuid.UUID, uuid.UUID]  # a slot, and the waitlist entry and customer it goes to
+# The chosen offers whose slot, entry and customer exist, locked against deletion (see _still_there).
+STILL_THERE = """
+    SELECT chosen.slot_id
+    FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[]) AS chosen (slot_id, entry_id, customer_id)
+    JOIN scoring_appointment slot ON slot.id = chosen.slot_id
+    JOIN scoring_waitlistentry entry ON entry.id = chosen.entry_id
+    JOIN scoring_customer customer ON customer.id = chosen.customer_id
+    FOR KEY SHARE OF slot, entry, customer SKIP LOCKED
+"""
 
 
 class OfferError(Exception):
@@ -41,6 +54,10 @@ class OfferClosed(OfferError):
 
 class OfferConflict(OfferError):
     """Accepting would double-book the customer."""
+
+
+class SlotUnavailable(OfferError):
+    """The slot can no longer be given: its cancellation was undone, or it has started."""
 
 
 def offer_loop(ctx: Context, *, shop: uuid.UUID | None = None, limit: int) -> Result:
@@ -58,7 +75,9 @@ def offer_open_slots(now: datetime, *, limit: int, slots: QuerySet[Appointment])
     rest. Each slot goes to the best-ranked eligible candidate not already given a slot in this
     run (highest score first, `risky` last, then the longest wait): someone else than the slot's
     own customer, waiting at its shop, with no pending offer, never offered this slot, and free
-    at that time. An offer lost to a concurrent answer counts as `skipped`.
+    at that time. An offer lost to a concurrent answer, or to a delete of its slot, waitlist entry
+    or customer since the candidates were read, counts as `skipped`: a delete costs that one offer,
+    never the run.
 
     offer-loop and expire-offers hold different job locks, and both make offers: two runs inserting
     offers that conflict on both unique keys (slot, customer) in different orders would deadlock, so
@@ -79,16 +98,55 @@ def offer_open_slots(now: datetime, *, limit: int, slots: QuerySet[Appointment])
     chosen = _match(batch, _candidates(batch), _offered_before(batch), _busy(batch))
     counters["exhausted"] += len(batch) - len(chosen)
     expires_at = now + timedelta(minutes=settings.OFFER_TTL_MINUTES)
-    offers = [
-        SlotOffer(slot_id=slot["id"], entry_id=entry_id, customer_id=customer_id, offered_at=now, expires_at=expires_at)
-        for slot, entry_id, customer_id in chosen
-    ]
-    # A concurrent run or answer may have made an offer for the same slot or customer since: the
-    # database's unique constraints turn those into conflicts, ignored and counted as skipped.
-    SlotOffer.objects.bulk_create(offers, ignore_conflicts=True)
-    counters["offered"] = SlotOffer.objects.filter(id__in=[offer.id for offer in offers]).count()
+    # SQLite: one transaction from the check to the insert, which holds the write lock (IMMEDIATE).
+    # PostgreSQL: already in the run's transaction (no savepoint needed: nothing here is retried).
+    with transaction.atomic(savepoint=False):
+        offers = [
+            SlotOffer(
+                slot_id=slot["id"], entry_id=entry_id, customer_id=customer_id, offered_at=now, expires_at=expires_at
+            )
+            for slot, entry_id, customer_id in _still_there(chosen)
+        ]
+        # A concurrent run or answer may have made an offer for the same slot or customer since: the
+        # database's unique constraints turn those into conflicts, ignored and counted as skipped.
+        SlotOffer.objects.bulk_create(offers, ignore_conflicts=True)
+        counters["offered"] = SlotOffer.objects.filter(id__in=[offer.id for offer in offers]).count()
     counters["skipped"] = len(chosen) - counters["offered"]
     return counters
+
+
+def _still_there(chosen: Sequence[Match]) -> list[Match]:
+    """The chosen offers whose slot, entry and customer still exist, kept from deletion until the run ends.
+
+    Staff may delete any of them after the candidates were read. On PostgreSQL the rows are locked
+    FOR KEY SHARE: a delete that comes later waits for the run (and its database-side cascade then
+    takes the new offer, or sets its entry to NULL: migration 0010), instead of failing the run's
+    insert on a foreign key. A row already deleted is not returned, and neither is one being deleted
+    right now (SKIP LOCKED: the run never waits on a delete, so a delete of several rows cannot
+    deadlock with it; if that delete rolls back, the next run offers the slot). On SQLite the caller
+    holds the write lock: no delete can come between this check and the insert.
+    """
+    if not chosen:
+        return []
+    slot_ids = [slot["id"] for slot, _, _ in chosen]
+    entries = [entry_id for _, entry_id, _ in chosen]
+    customers = [customer_id for _, _, customer_id in chosen]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(STILL_THERE, [slot_ids, entries, customers])
+            kept = {slot_id for (slot_id,) in cursor.fetchall()}
+        return [match for match in chosen if match[0]["id"] in kept]
+    there = set(  # one query: the ids of the three kinds of rows that still exist
+        Appointment.objects.filter(id__in=slot_ids)
+        .order_by()
+        .values_list("id", flat=True)
+        .union(
+            WaitlistEntry.objects.filter(id__in=entries).order_by().values_list("id", flat=True),
+            Customer.objects.filter(id__in=customers).order_by().values_list("id", flat=True),
+            all=True,
+        )
+    )
+    return [match for match in chosen if {match[0]["id"], match[1], match[2]} <= there]
 
 
 def _open_slots(now: datetime, shop: uuid.UUID | None = None) -> QuerySet[Appointment]:
@@ -163,10 +221,10 @@ def _match(
     candidates: dict[uuid.UUID, list[tuple[uuid.UUID, uuid.UUID]]],
     offered_before: set[tuple[uuid.UUID, uuid.UUID]],
     busy: dict[uuid.UUID, list[tuple[datetime, datetime]]],
-) -> list[tuple[Slot, uuid.UUID, uuid.UUID]]:
+) -> list[Match]:
     """Greedy, in slot order: each slot's best candidate not yet given a slot in this run."""
     given: set[uuid.UUID] = set()
-    chosen = []
+    chosen: list[Match] = []
     for slot in batch:
         for entry_id, customer_id in candidates.get(slot["shop_id"], []):
             if (
@@ -197,20 +255,27 @@ def expire_offers(ctx: Context, *, limit: int) -> Result:
 def respond_to_offer(offer_id: uuid.UUID, *, accept: bool, now: datetime) -> SlotOffer:
     """A customer's answer, recorded in one transaction; raises OfferError saying why it cannot be.
 
-    Accepting books the customer into the slot and closes their wait at that shop, unless they no
-    longer wait there or already have an appointment at that time: then the offer is withdrawn,
-    passed on, and OfferClosed or OfferConflict says why. Declining passes the slot on at once. The
-    offer's row is locked first, so two answers, or an answer and an expiry, cannot both be recorded.
-    (A customer never holds a second pending offer to withdraw: the database allows only one.)
+    Accepting books the customer into the slot and closes their wait at that shop, unless the slot can
+    no longer be given (its cancellation was undone, or it has started), or the customer no longer
+    waits there (their entry closed or deleted), or already has an appointment at that time: then the
+    offer is withdrawn, passed on if the slot is still open, and SlotUnavailable, OfferClosed or
+    OfferConflict says why. Declining passes the slot on at once. The offer's row and the slot's row
+    are locked first (PostgreSQL), so two answers, an answer and an expiry, or an accept and staff
+    undoing the slot's cancellation (Appointment.clean locks the slot's row too) are recorded one
+    after the other, the second seeing the first. (Nobody else can have taken the slot through an
+    offer while this one is pending, nor does a customer hold a second pending offer to withdraw:
+    the database allows neither.)
     """
     with transaction.atomic():
-        offer = SlotOffer.objects.select_for_update().select_related("slot").filter(pk=offer_id).first()
+        # FOR UPDATE OF both rows: the slot as it is once every writer before us committed.
+        lock = SlotOffer.objects.select_for_update(of=("self", "slot")).select_related("slot")
+        offer = lock.filter(pk=offer_id).first()
         if offer is None:
             raise OfferClosed("This offer no longer exists: nothing was recorded.")
         if offer.status != OfferStatus.PENDING or offer.expires_at <= now:
             state = offer.status if offer.status != OfferStatus.PENDING else "expired"
             raise OfferClosed(f"This offer is {state}: nothing was recorded.")
-        refused = _refusal(offer) if accept else None
+        refused = _refusal(offer, now) if accept else None
         if accept and refused is None:
             _accept(offer, now)
         else:
@@ -223,9 +288,17 @@ def respond_to_offer(offer_id: uuid.UUID, *, accept: bool, now: datetime) -> Slo
     return offer
 
 
-def _refusal(offer: SlotOffer) -> OfferError | None:
+def _refusal(offer: SlotOffer, now: datetime) -> OfferError | None:
     """Why the customer cannot take this slot now, if they cannot."""
-    if WaitlistEntry.objects.filter(pk=offer.entry_id, closed_at__isnull=False).exists():
+    slot = offer.slot
+    if slot.cancelled_at is None:
+        return SlotUnavailable(
+            "The slot is booked again (its cancellation was undone): accepting would put two customers at "
+            f"{slot.starts_at:%Y-%m-%d %H:%M} UTC. The offer was withdrawn."
+        )
+    if slot.starts_at <= now:
+        return SlotUnavailable(f"The slot started at {slot.starts_at:%Y-%m-%d %H:%M} UTC: the offer was withdrawn.")
+    if offer.entry_id is None or WaitlistEntry.objects.filter(pk=offer.entry_id, closed_at__isnull=False).exists():
         return OfferClosed("The customer no longer waits at this shop: the offer was withdrawn and passed on.")
     if clash := _clash(offer):
         return OfferConflict(
@@ -259,7 +332,7 @@ def _accept(offer: SlotOffer, now: datetime) -> None:
         starts_at=offer.slot.starts_at,
         ends_at=offer.slot.ends_at,
     )
-    WaitlistEntry.objects.filter(pk=offer.entry_id).update(closed_at=now)
+    WaitlistEntry.objects.filter(offers=offer).update(closed_at=now)  # the entry the offer was made from
 
 
 def backlog(now: datetime) -> Backlog:

@@ -186,3 +186,38 @@ def webhook_receiver(port: int | None = None) -> Iterator[tuple[str, Received]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+class Background(threading.Thread):
+    """`work` in a thread with its own connection: its backend's pid (PostgreSQL), then its result or error."""
+
+    def __init__(self, work: Callable[[], Any]) -> None:
+        super().__init__()
+        self.work, self.result, self.error, self.pid = work, None, None, 0
+        self.connected = threading.Event()
+        self.start()
+        self.connected.wait(10)
+
+    def run(self) -> None:
+        try:
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_backend_pid()")
+                    self.pid = cursor.fetchone()[0]
+            self.connected.set()
+            self.result = self.work()
+        except Exception as error:
+            self.error = error
+        finally:
+            self.connected.set()
+            connections.close_all()
+
+
+def waits_on(watcher: psycopg.Connection, waiter: Background, blocker: int) -> bool:
+    """Whether `waiter` is seen waiting on a lock of backend `blocker` before it ends (10 s at most)."""
+    deadline = time.monotonic() + 10
+    while waiter.is_alive() and time.monotonic() < deadline:
+        if blocker in watcher.execute("SELECT pg_blocking_pids(%s)", [waiter.pid]).fetchone()[0]:
+            return True
+        time.sleep(0.01)
+    return False

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from jobs.models import JobRun, Trigger
 from scoring.models import Appointment, CustomerScore, OfferStatus, SlotOffer, WaitlistEntry
-from scoring.offers import offer_loop
+from scoring.offers import offer_loop, respond_to_offer
 from scoring.scores import recompute_scores
 from tests import factories as make
 from tests.framework.test_admin import OVERVIEW, staff
@@ -79,3 +79,42 @@ def test_staff_record_a_customers_answer_to_an_offer():
     offer.refresh_from_db()
     assert offer.status == OfferStatus.ACCEPTED
     assert Appointment.objects.filter(customer=waiting, starts_at=starts_at).exists()
+
+
+def test_the_admin_refuses_to_undo_the_cancellation_of_a_slot_a_waiting_customer_took():
+    shop = make.shop()
+    owner, waiting = make.customer(shop, "Owner"), make.customer(shop, "Waiting")
+    starts_at = timezone.now() + timedelta(days=1)
+    slot = Appointment.objects.create(
+        shop=shop, customer=owner, starts_at=starts_at, ends_at=starts_at + timedelta(hours=1),
+        cancelled_at=timezone.now(),
+    )  # fmt: skip
+    WaitlistEntry.objects.create(shop=shop, customer=waiting)
+    outside_a_run(offer_loop, timezone.now(), limit=200)
+    client = staff(superuser=True)
+    url = reverse("admin:scoring_appointment_change", args=[slot.pk])
+
+    def undo_the_cancellation():
+        page = client.get(url)
+        return client.post(url, {**undo_cancellation(slot), "csrfmiddlewaretoken": page.cookies["csrftoken"].value})
+
+    assert undo_the_cancellation().status_code == 302  # with the offer still pending: allowed (the accept refuses)
+    assert Appointment.objects.get(pk=slot.pk).cancelled_at is None
+    Appointment.objects.filter(pk=slot.pk).update(cancelled_at=timezone.now())
+    respond_to_offer(SlotOffer.objects.get().pk, accept=True, now=timezone.now())
+    refused = undo_the_cancellation()
+    assert refused.status_code == 200
+    assert "undoing the cancellation would book two customers at the same time" in refused.content.decode()
+    slot.refresh_from_db()
+    assert slot.cancelled_at is not None
+
+
+def undo_cancellation(slot: Appointment) -> dict[str, str]:
+    """The appointment's change form as the admin posts it, with the cancellation cleared."""
+    return {
+        "shop": str(slot.shop_id), "customer": str(slot.customer_id), "outcome": slot.outcome,
+        "starts_at_0": f"{slot.starts_at:%Y-%m-%d}", "starts_at_1": f"{slot.starts_at:%H:%M:%S}",
+        "ends_at_0": f"{slot.ends_at:%Y-%m-%d}", "ends_at_1": f"{slot.ends_at:%H:%M:%S}",
+        "checked_in_at_0": "", "checked_in_at_1": "", "cancelled_at_0": "", "cancelled_at_1": "",
+        "resolved_at_0": "", "resolved_at_1": "",
+    }  # fmt: skip

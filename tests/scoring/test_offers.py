@@ -1,15 +1,25 @@
 from __future__ import annotations
 
-from datetime import timedelta
+import sqlite3
+from collections.abc import Callable
+from contextlib import closing
+from datetime import datetime, timedelta
+from typing import Any
 
+import psycopg
 import pytest
+from django.db import IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
+from jobs.models import Status, Trigger
+from jobs.runner import run_job
 from scoring import offers
-from scoring.models import Appointment, CustomerScore, OfferStatus, SlotOffer, Tier, WaitlistEntry
-from scoring.offers import OfferClosed, OfferConflict, respond_to_offer
+from scoring.models import Appointment, Customer, CustomerScore, OfferStatus, SlotOffer, Tier, WaitlistEntry
+from scoring.offers import OfferClosed, OfferConflict, SlotUnavailable, respond_to_offer
 from tests import factories as make
 from tests.factories import NOW
-from tests.helpers import outside_a_run
+from tests.helpers import Background, connect_elsewhere, outside_a_run, waits_on
 
 pytestmark = pytest.mark.django_db
 
@@ -22,12 +32,12 @@ def expire_offers(now, **kwargs):
     return outside_a_run(offers.expire_offers, now, **{"limit": 200, **kwargs})
 
 
-def freed_slot(shop, hours_ahead: int = 24) -> Appointment:
+def freed_slot(shop, hours_ahead: int = 24, now: datetime = NOW) -> Appointment:
     owner = make.customer(shop, "Cancelled")
-    starts_at = NOW + timedelta(hours=hours_ahead)
+    starts_at = now + timedelta(hours=hours_ahead)
     return Appointment.objects.create(
         shop=shop, customer=owner, starts_at=starts_at, ends_at=starts_at + timedelta(hours=1),
-        cancelled_at=NOW - timedelta(hours=1),
+        cancelled_at=now - timedelta(hours=1),
     )  # fmt: skip
 
 
@@ -75,6 +85,20 @@ def test_the_offer_loop_gives_different_slots_to_different_customers_and_is_idem
     assert [offered_to(slot) for slot in slots] == [["first"], ["second"], []]
     offer = slots[0].offers.get()
     assert (offer.status, offer.expires_at) == (OfferStatus.PENDING, NOW + timedelta(minutes=15))
+
+
+def test_a_run_makes_the_same_number_of_queries_whatever_the_number_of_slots(on_postgres):
+    counts = []
+    for slots in (2, 40):
+        shop = make.shop(f"{slots} slots")
+        for n in range(slots):
+            freed_slot(shop, 10 + n)
+            waiting(shop, f"waiting {n}")
+        with CaptureQueriesContext(connection) as queries:
+            assert offer_loop(now=NOW, shop=shop.pk)["offered"] == slots
+        counts.append(len(queries))
+    # PostgreSQL's one more: the offer-making lock (a run's transaction; SQLite's atomic adds its BEGIN outside tests).
+    assert counts == ([10, 10] if on_postgres else [9, 9])
 
 
 def test_slots_nobody_can_take_never_starve_the_others():
@@ -216,3 +240,226 @@ def test_accepting_a_slot_that_would_double_book_the_customer_is_refused_with_a_
     assert offer.status == OfferStatus.WITHDRAWN
     assert dict(slot.offers.values_list("customer__name", "status")) == {"double": "withdrawn", "next": "pending"}
     assert Appointment.objects.filter(customer=entry.customer).count() == 1  # not booked
+
+
+def test_an_offer_for_a_slot_whose_cancellation_was_undone_is_refused_with_a_message_and_withdrawn():
+    shop = make.shop()
+    slot = freed_slot(shop)
+    entry = waiting(shop, "offered", score=90)
+    waiting(shop, "next", score=10)
+    offer_loop(now=NOW)
+    Appointment.objects.filter(pk=slot.pk).update(cancelled_at=None)  # staff undid the cancellation meanwhile
+    with pytest.raises(SlotUnavailable, match=r"booked again \(its cancellation was undone\).* offer was withdrawn"):
+        respond_to_offer(slot.offers.get().pk, accept=True, now=NOW)
+    assert dict(slot.offers.values_list("customer__name", "status")) == {"offered": "withdrawn"}  # nobody else
+    assert not Appointment.objects.filter(customer=entry.customer).exists()
+    entry.refresh_from_db()
+    assert entry.closed_at is None  # still waiting for another slot
+
+
+def test_an_offer_for_a_slot_that_has_started_is_refused_with_a_message_and_withdrawn(settings):
+    settings.OFFER_TTL_MINUTES = 180  # the offer outlives the slot's start
+    shop = make.shop()
+    slot = freed_slot(shop, hours_ahead=1)
+    entry = waiting(shop, "offered", score=90)
+    waiting(shop, "next", score=10)
+    offer_loop(now=NOW)
+    later = slot.starts_at + timedelta(minutes=5)
+    with pytest.raises(SlotUnavailable, match="The slot started at 2026-06-01 13:00 UTC: the offer was withdrawn"):
+        respond_to_offer(slot.offers.get().pk, accept=True, now=later)
+    assert dict(slot.offers.values_list("customer__name", "status")) == {"offered": "withdrawn"}  # not passed on
+    assert not Appointment.objects.filter(customer=entry.customer).exists()
+
+
+def an_accepted_offer() -> tuple[Appointment, SlotOffer, WaitlistEntry]:
+    """A freed slot taken through an offer: the customer's wait is closed; another customer still waits."""
+    shop = make.shop()
+    slot = freed_slot(shop)
+    entry = waiting(shop, "took it", score=90)
+    waiting(shop, "still waiting", score=10)
+    offer_loop(now=NOW)
+    offer = respond_to_offer(slot.offers.get().pk, accept=True, now=NOW)
+    entry.refresh_from_db()
+    assert entry.closed_at == NOW
+    return slot, offer, entry
+
+
+def test_deleting_a_closed_waitlist_entry_keeps_its_accepted_offer_and_the_slot_taken():
+    slot, offer, entry = an_accepted_offer()
+    entry.delete()  # as staff would in the admin
+    offer.refresh_from_db()
+    assert (offer.status, offer.entry_id) == (OfferStatus.ACCEPTED, None)
+    assert offer_loop(now=NOW)["total"] == 0  # the slot is not offered again
+    assert offered_to(slot) == ["took it"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_raw_sql_delete_of_a_closed_waitlist_entry_never_takes_its_accepted_offer_with_it(on_postgres):
+    slot, offer, entry = an_accepted_offer()
+    with connection.cursor() as cursor:  # committed at once (autocommit): the database's own rules apply
+        if on_postgres:  # the database sets the offer's entry to NULL, as the ORM does
+            cursor.execute("DELETE FROM scoring_waitlistentry WHERE id = %s", [entry.pk])
+            assert not WaitlistEntry.objects.filter(pk=entry.pk).exists()
+        else:  # SQLite: the foreign key refuses the delete
+            with pytest.raises(IntegrityError):
+                cursor.execute("DELETE FROM scoring_waitlistentry WHERE id = %s", [entry.pk.hex])
+            assert WaitlistEntry.objects.filter(pk=entry.pk).exists()
+    offer.refresh_from_db()
+    assert offer.status == OfferStatus.ACCEPTED
+    assert offer_loop(now=NOW)["total"] == 0  # the slot is not offered again
+    assert offered_to(slot) == ["took it"]
+
+
+def test_a_pending_offer_whose_waitlist_entry_was_deleted_is_refused_as_no_longer_waiting_and_passed_on():
+    shop = make.shop()
+    slot = freed_slot(shop)
+    gone = waiting(shop, "gone", score=90)
+    waiting(shop, "next", score=10)
+    offer_loop(now=NOW)
+    gone.delete()
+    with pytest.raises(OfferClosed, match="no longer waits at this shop"):
+        respond_to_offer(slot.offers.get(customer=gone.customer).pk, accept=True, now=NOW)
+    assert dict(slot.offers.values_list("customer__name", "status")) == {"gone": "withdrawn", "next": "pending"}
+    assert not Appointment.objects.filter(customer=gone.customer).exists()
+
+
+def two_slots_for_two_waiting(now: datetime) -> tuple[Appointment, Appointment, WaitlistEntry, WaitlistEntry]:
+    """Two slots freed after `now`: the first goes to A (the better score), the second to B."""
+    shop = make.shop()
+    first, second = freed_slot(shop, 24, now=now), freed_slot(shop, 30, now=now)
+    return first, second, waiting(shop, "A", score=90), waiting(shop, "B", score=80)
+
+
+# What staff may delete while a run makes its offers, as the admin deletes it (Django's cascade): each costs A's offer.
+DELETE: dict[str, Callable[[Appointment, WaitlistEntry], Any]] = {
+    "waitlist entry": lambda first, a: WaitlistEntry.objects.filter(pk=a.pk).delete(),
+    "customer": lambda first, a: Customer.objects.filter(pk=a.customer_id).delete(),
+    "slot": lambda first, a: Appointment.objects.filter(pk=first.pk).delete(),
+}
+
+
+class AtQuery:
+    """An execute wrapper on the run's connection: `act` runs once, just before (or just after) the first
+    query whose SQL contains `marker`. It times a real step of another connection to a point of the run."""
+
+    def __init__(self, marker: str, act: Callable[[], Any], *, after: bool = False) -> None:
+        self.marker, self.act, self.after, self.done = marker, act, after, False
+
+    def __call__(self, execute, sql, params, many, context):
+        now = not self.done and self.marker in sql
+        if now and not self.after:
+            self.done = True
+            self.act()
+        result = execute(sql, params, many, context)
+        if now and self.after:
+            self.done = True
+            self.act()
+        return result
+
+
+def elsewhere(work: Callable[[], Any]) -> Background:
+    """`work` on another connection (a thread of its own), waited for."""
+    thread = Background(work)
+    thread.join(30)
+    return thread
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("deleted", DELETE)
+def test_a_slot_entry_or_customer_deleted_after_the_candidates_were_read_costs_the_run_only_that_offer(deleted):
+    first, second, a, b = two_slots_for_two_waiting(timezone.now())
+    seen: dict[str, Background] = {}
+
+    def delete_elsewhere() -> None:
+        seen["deleter"] = elsewhere(lambda: DELETE[deleted](first, a))
+
+    # Right after the run read its candidates: the one query that ranks them by score (it alone reads the scores).
+    with connection.execute_wrapper(AtQuery("scoring_customerscore", delete_elsewhere, after=True)):
+        run = run_job("offer-loop", trigger=Trigger.CLI)  # the real runner: one transaction on PostgreSQL
+    assert seen["deleter"].error is None
+    assert run.status == Status.SUCCEEDED, run.errors
+    assert (run.counters["offered"], run.counters["skipped"]) == (1, 1)
+    assert list(SlotOffer.objects.values_list("slot_id", "customer_id")) == [(second.pk, b.customer_id)]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("deleted", DELETE)
+def test_a_run_drops_without_waiting_the_offer_whose_slot_entry_or_customer_is_being_deleted(deleted):
+    first, second, a, b = two_slots_for_two_waiting(timezone.now())
+    with connect_elsewhere() as watcher:
+        with transaction.atomic():  # deleted, not yet committed, while the run reads and checks
+            DELETE[deleted](first, a)
+            run = Background(lambda: run_job("offer-loop", trigger=Trigger.CLI))
+            waited = waits_on(watcher, run, connection.connection.info.backend_pid)
+        run.join(30)
+    assert not waited, "the run waited for a delete in flight"
+    assert run.error is None and run.result.status == Status.SUCCEEDED, run.error or run.result.errors
+    assert (run.result.counters["offered"], run.result.counters["skipped"]) == (1, 1)
+    assert list(SlotOffer.objects.values_list("slot_id", "customer_id")) == [(second.pk, b.customer_id)]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_delete_of_several_rows_in_another_order_than_the_run_never_deadlocks_with_it():
+    _, _, a, b = two_slots_for_two_waiting(timezone.now())
+    outcome: dict[str, Any] = {}
+    with connect_elsewhere() as staff_session, connect_elsewhere() as watcher:
+        with staff_session.transaction():  # one transaction deleting B's entry, then A's: the run's order reversed
+            staff_session.execute("DELETE FROM scoring_waitlistentry WHERE id = %s", [b.pk])
+            run = Background(lambda: run_job("offer-loop", trigger=Trigger.CLI))
+            outcome["run waited"] = waits_on(watcher, run, staff_session.info.backend_pid)
+            try:  # a run that locked A's entry and now waits for B's would deadlock here
+                staff_session.execute("DELETE FROM scoring_waitlistentry WHERE id = %s", [a.pk])
+            except psycopg.errors.DeadlockDetected as error:
+                outcome["deleter"] = str(error).splitlines()[0]
+        run.join(30)
+    assert run.error is None and run.result.status == Status.SUCCEEDED, (run.error or run.result.errors, outcome)
+    assert outcome == {"run waited": False}
+    assert (run.result.counters["offered"], run.result.counters["skipped"]) == (1, 1)
+    assert not WaitlistEntry.objects.exists()  # both deletes committed; A's new offer kept, its entry NULL
+    assert list(SlotOffer.objects.values_list("customer_id", "entry_id")) == [(a.customer_id, None)]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("deleted", DELETE)
+def test_a_delete_after_the_run_checked_its_offers_waits_for_the_run_and_then_commits(deleted):
+    first, second, a, b = two_slots_for_two_waiting(timezone.now())
+    seen: dict[str, Any] = {}
+
+    def delete_when_the_run_inserts() -> None:
+        seen["deleter"] = Background(lambda: DELETE[deleted](first, a))
+        with connect_elsewhere() as watcher:
+            seen["waited"] = waits_on(watcher, seen["deleter"], connection.connection.info.backend_pid)
+
+    with connection.execute_wrapper(AtQuery('INSERT INTO "scoring_slotoffer"', delete_when_the_run_inserts)):
+        run = run_job("offer-loop", trigger=Trigger.CLI)
+    seen["deleter"].join(30)
+    assert seen["waited"], "the delete did not wait for the run"
+    assert run.status == Status.SUCCEEDED and run.counters["offered"] == 2, run.errors
+    assert seen["deleter"].error is None  # then the database's own cascade took the run's new offer, or its entry
+    offers = set(SlotOffer.objects.values_list("slot_id", "customer_id", "entry_id"))
+    kept = {(second.pk, b.customer_id, b.pk)}
+    assert offers == (kept | {(first.pk, a.customer_id, None)} if deleted == "waitlist entry" else kept)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_sqlite_no_delete_comes_between_the_runs_check_and_its_insert(on_postgres):
+    if on_postgres:
+        pytest.skip("on PostgreSQL the delete waits for the run (the test above)")
+    _, _, a, _ = two_slots_for_two_waiting(timezone.now())
+    refused: list[str] = []
+
+    def delete_at_once() -> None:  # another connection that does not wait for the write lock
+        with closing(sqlite3.connect(connection.settings_dict["NAME"], timeout=0)) as other:
+            try:
+                other.execute("DELETE FROM scoring_waitlistentry WHERE id = ?", [a.pk.hex])
+                other.commit()
+            except sqlite3.OperationalError as error:
+                refused.append(str(error))
+
+    with connection.execute_wrapper(AtQuery("UNION ALL", delete_at_once, after=True)):  # right after the check
+        run = run_job("offer-loop", trigger=Trigger.CLI)
+    assert refused == ["database is locked"]  # the run holds the write lock from its check to its insert
+    assert run.status == Status.SUCCEEDED and run.counters["offered"] == 2, run.errors

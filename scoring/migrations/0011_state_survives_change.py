@@ -57,7 +57,7 @@ def drop(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('scoring', '0009_changes_log_and_window_edges'),
+        ('scoring', '0010_offers_survive_staff_edits'),
     ]
 
     operations = [
