@@ -93,8 +93,10 @@ def recompute_scores(
     if shop is not None or full_pass:
         # Drift means something only against scores of the same window and rule.
         tally, remaining, checkpoint, dirty = _full_pass(ctx, state, shop, batch_size, drift=not stale)
-        if full_pass and not remaining and not tally.failed and state.last_now and state.last_now < ctx.now:
-            remaining, _ = _incremental(ctx, state, batch_size, tally)  # begun by an earlier run: on to `now`
+        if full_pass and not remaining and not tally.failed and state.last_now:
+            # Begun by an earlier run: on to `now`, and rescore those marked since it scored them (even at the
+            # same `now`: a mark after a customer's batch is not undone by the pass).
+            remaining, _ = _incremental(ctx, state, batch_size, tally)
     else:
         tally = Tally()
         remaining, dirty = _incremental(ctx, state, batch_size, tally)

@@ -243,3 +243,13 @@ def test_whatever_the_changes_and_runs_the_stored_scores_equal_a_full_recompute(
         assert recompute(now)["remaining"] == 0  # whatever came before, the next whole run catches up
         assert stored() == full_recompute(now)
         transaction.set_rollback(True)
+
+
+def test_a_pass_resumed_at_the_same_now_rescores_a_customer_changed_after_its_batch():
+    people = [make.customer(name=f"c{n}") for n in range(6)]
+    first = min(people, key=lambda person: person.pk)  # scored by the first batch
+    cut = Context(now=NOW, deadline=0)
+    scores.recompute_scores(cut, full=True, batch_size=2)  # one batch of 2, then out of time
+    make.appointment(first, NOW - timedelta(days=3), Outcome.NO_SHOW)  # changed after its batch
+    assert recompute(NOW)["remaining"] == 0  # the pass goes on at the same `now`
+    assert stored() == full_recompute(NOW)
