@@ -79,6 +79,8 @@ def health(job: Job, now: datetime) -> JobHealth:
     expected_at, overdue, overdue_note = _lateness(job, now, last_run)
     backlog = job.backlog(now) if job.backlog else None
     behind = _behind(job, now, backlog, finished)
+    if overdue and last_run is None:
+        note = ""  # the overdue note says "No run yet" itself
     # The worst verdict wins; a live run explains skips and lateness.
     found = [(verdict, note)] + [(overdue, overdue_note)] * bool(overdue) + [("behind", behind)] * bool(behind)
     if verdict != "running":
