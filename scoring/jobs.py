@@ -56,12 +56,21 @@ class ShopLimitForm(ShopForm, LimitForm):
     pass
 
 
+class ResolveForm(JobForm):
+    """No limit: every appointment that is due, within the time budget (the next run goes on from there)."""
+
+    limit = WholeNumberField(
+        low=1, cap=LIMIT_MAX, help_text=f"at most this many appointments (max {LIMIT_MAX}); empty: all that are due",
+        widget=forms.TextInput(attrs={"placeholder": "all"}),
+    )  # fmt: skip
+
+
 @job(
     name="resolve-outcomes",
     lock_id=482173,
     schedule="0 0 * * *",
     description="Give finished appointments their outcome (attended, no-show, cancellations).",
-    form=LimitForm,
+    form=ResolveForm,
     counters=outcomes.COUNTERS,
 )
 def resolve_outcomes(ctx: Context) -> Result:
