@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, DateTimeField, Field, Model, Q, QuerySet
 from django.forms import BoundField
+from django.forms import Field as FormField
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
@@ -19,10 +21,11 @@ from django.views.decorators.http import require_POST
 
 from jobs import report
 from jobs.forms import ParamError, clean
-from jobs.health import FINISHED, ago, overview, real_runs, reason
+from jobs.health import FINISHED, overview, real_runs, reason
 from jobs.models import JobRun, Status, Trigger
 from jobs.registry import JOBS, Job
 from jobs.runner import run_job
+from jobs.timefmt import moment_in, utc, when
 
 HEADLINE = 3  # counters shown in the list
 STRIP = 20  # runs in the overview's strip
@@ -35,6 +38,38 @@ COLOURS = {
     Status.SKIPPED: "#4b5563",
     Status.ABANDONED: "#7e22ce",
 }
+
+
+class TimesInUTCAdmin(admin.ModelAdmin):
+    """A ModelAdmin for any app whose times read as the jobs' pages do.
+
+    Django shows every model time in project/formats' format (`2026-12-02 04:34 UTC`) on its own; the
+    list columns named in `ages` also say how long ago, or how soon, each is (`2026-12-02 04:34 UTC,
+    3 h ago`), and a form's time fields say they are in UTC.
+    """
+
+    ages: tuple[str, ...] = ()
+
+    def get_list_display(self, request: HttpRequest) -> list[str | Callable[[Any], str | bool]]:
+        shown = super().get_list_display(request)
+        return [_with_age(self.model, name) if isinstance(name, str) and name in self.ages else name for name in shown]
+
+    def formfield_for_dbfield(self, db_field: Field, request: HttpRequest, **kwargs: Any) -> FormField | None:
+        formfield = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if isinstance(db_field, DateTimeField) and formfield is not None:
+            formfield.help_text = " ".join(filter(None, [str(formfield.help_text or ""), "In UTC."]))
+        return formfield
+
+
+def _with_age(model: type[Model], name: str) -> Callable[[Model], str]:
+    """A list column for the time field `name`: the time, and how long ago (or how soon) it is."""
+
+    @admin.display(description=str(getattr(model._meta.get_field(name), "verbose_name", name)), ordering=name)
+    def column(obj: Model) -> str:
+        return when(getattr(obj, name))
+
+    column.__name__ = name  # the column's CSS class, field-<name>, as for the field itself
+    return column
 
 
 def badge(status: str) -> SafeString:
@@ -56,8 +91,8 @@ def headline(run: JobRun) -> str:
 
 
 def timestamp(moment: datetime | None) -> str:
-    """Every time on these pages reads the same way: 2026-11-30 09:23:05 UTC."""
-    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if moment else "-"
+    """A run's start or end, to the second: 2026-11-30 09:23:05 UTC (jobs.timefmt, as every time on these pages)."""
+    return utc(moment, seconds=True)
 
 
 def short(value: object) -> str:
@@ -97,7 +132,7 @@ class JobRunAdmin(admin.ModelAdmin):
     list_per_page = 50
     show_full_result_count = False
     fields = [
-        "status_badge", "why", "job", "scope", "trigger", "triggered_by", "started", "finished", "took",
+        "status_badge", "why", "job", "scope", "trigger", "triggered_by", "started_on_page", "finished", "took",
         "lock_id", "params_table", "counters_table", "errors_list", "traceback_text", "neighbours",
     ]  # fmt: skip
 
@@ -143,9 +178,13 @@ class JobRunAdmin(admin.ModelAdmin):
     def started(self, obj: JobRun) -> str:
         return timestamp(obj.started_at)
 
+    @admin.display(description="started")
+    def started_on_page(self, obj: JobRun) -> str:
+        return when(obj.started_at, seconds=True)
+
     @admin.display(description="finished")
     def finished(self, obj: JobRun) -> str:
-        return timestamp(obj.finished_at)
+        return when(obj.finished_at, seconds=True)
 
     @admin.display(description="duration", ordering="duration_ms")
     def took(self, obj: JobRun) -> str:
@@ -164,7 +203,12 @@ class JobRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="parameters")
     def params_table(self, obj: JobRun) -> SafeString:
-        return _table(["parameter", "value"], [(key, json.dumps(value)) for key, value in obj.params.items()])
+        """The parameters as recorded (JSON); a time reads as every time here does, to the second."""
+        rows = [
+            (key, utc(moment, seconds=True) if (moment := moment_in(value)) else json.dumps(value))
+            for key, value in obj.params.items()
+        ]
+        return _table(["parameter", "value"], rows)
 
     @admin.display(description="counters")
     def counters_table(self, obj: JobRun) -> SafeString:
@@ -294,10 +338,11 @@ def overview_context(request: HttpRequest) -> dict[str, Any]:
             {
                 "health": health,
                 "last_badge": badge(last.status) if last else None,
-                "last_ago": ago(now - last.started_at) if last else None,
+                "last_when": when(last.started_at, now, seconds=True) if last else None,
                 "last_duration": duration(last.duration_ms) if last else None,
                 "last_headline": headline(last) if last else None,
-                "success_ago": ago(now - success.started_at) if success else None,
+                "success_when": when(success.started_at, now, seconds=True) if success else None,
+                "next_when": when(health.next_run, now) if health.next_run else None,
                 "strip": strip(recent),
                 "sparkline": sparkline(recent),
                 "week": f"{counts['succeeded'] / counts['finished']:.0%} of {counts['finished']} succeeded"
@@ -309,7 +354,12 @@ def overview_context(request: HttpRequest) -> dict[str, Any]:
             }
         )
     running = any(health.verdict == "running" for health in healths)
-    return {"overview": rows, "now": now, "can_run": request.user.has_perm("jobs.run_job"), "refresh": running}
+    return {
+        "overview": rows,
+        "now": utc(now, seconds=True),
+        "can_run": request.user.has_perm("jobs.run_job"),
+        "refresh": running,
+    }
 
 
 def strip(runs: list[JobRun]) -> SafeString:

@@ -12,6 +12,7 @@ from django.db.models import QuerySet
 
 from jobs.models import JobRun, Status
 from jobs.registry import JOBS, Job
+from jobs.timefmt import ago
 
 FINISHED = [Status.SUCCEEDED, Status.PARTIAL, Status.FAILED, Status.ABANDONED]
 RESUMING_LIMIT = 3  # runs in a row that ran out of time before "resuming" becomes "failing"
@@ -125,15 +126,3 @@ def cadence(schedule: str) -> str:
     if gap == timedelta(days=1):
         return "daily"
     return f"every {ago(gap)}"
-
-
-def ago(delta: timedelta) -> str:
-    """A short human duration: 45 s, 12 min, 26 h, 3 d."""
-    seconds = int(delta.total_seconds())
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 120 * 60:
-        return f"{seconds // 60} min"
-    if seconds < 72 * 3600:
-        return f"{seconds // 3600} h"
-    return f"{seconds // 86400} d"

@@ -6,6 +6,7 @@ from typing import Any
 
 from jobs.models import JobRun, Status
 from jobs.registry import JOBS
+from jobs.timefmt import utc
 
 
 def counters(run: JobRun) -> dict[str, Any]:
@@ -27,7 +28,8 @@ def body(run: JobRun) -> dict[str, Any]:
 
 def summary(run: JobRun, max_errors: int | None = None) -> str:
     """The run in a few lines: status and time, its counters, and its errors (the first `max_errors` of them)."""
-    head = f"{run.job}: {run.status} in {run.duration_ms} ms (run #{run.pk})"
+    started = utc(run.started_at, seconds=True)
+    head = f"{run.job}: {run.status} in {run.duration_ms} ms (run #{run.pk}, started {started})"
     if run.status == Status.SKIPPED:
         return f"{head}: {run.skip_reason}"
     if run.status == Status.FAILED:

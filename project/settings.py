@@ -258,6 +258,7 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+FORMAT_MODULE_PATH = "project.formats"  # times read `2026-12-02 04:34 UTC` on every admin page
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"

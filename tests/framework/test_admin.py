@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import re
+from datetime import datetime, timedelta
 
 import pytest
 from django.contrib.auth.models import Group, Permission, User
@@ -14,11 +15,13 @@ from django.utils import timezone
 
 from jobs.models import JobRun, Status, Trigger
 from jobs.runner import run_job
+from jobs.timefmt import utc
 from tests.framework.testjobs import TEST_LOCK_ID
 from tests.helpers import lock_held_elsewhere
 
 pytestmark = pytest.mark.django_db
 OVERVIEW = "/admin/jobs/"
+SECONDS = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"  # a time on these pages, to the second
 
 
 def staff(*perms: str, superuser: bool = False) -> Client:
@@ -227,3 +230,26 @@ def test_a_run_now_message_is_short_whatever_the_number_of_errors():
                            {"csrfmiddlewaretoken": page.cookies["csrftoken"].value}, follow=True)  # fmt: skip
     message = next(iter(response.context["messages"])).message
     assert message.startswith("failing-item: partial in ") and message.count("\n") <= 6
+
+
+def test_every_time_on_the_jobs_pages_reads_one_way_in_utc_with_its_age():
+    client = staff("view_jobrun", "run_job")
+    page = client.get(OVERVIEW)
+    response = client.post(
+        reverse("admin:jobs_run_now", args=["nightly"]),
+        {"size": "1", "csrfmiddlewaretoken": page.cookies["csrftoken"].value},
+        follow=True,
+    )
+    run = JobRun.objects.get()
+    detail = response.content.decode()
+    message = next(iter(response.context["messages"])).message
+    assert f"(run #{run.pk}, started {utc(run.started_at, seconds=True)})" in message
+    assert f"<td>now</td><td>{utc(datetime.fromisoformat(run.params['now']), seconds=True)}</td>" in detail
+    assert re.search(rf"{SECONDS}, \d+ s ago", detail)  # started, finished
+    overview = client.get(OVERVIEW).content.decode()
+    assert re.search(rf"now {SECONDS}", overview)
+    assert re.search(rf'<span class="when">{SECONDS}, \d+ s ago</span>, took', row(overview, "nightly"))
+    listing = client.get(reverse("admin:jobs_jobrun_changelist")).content.decode()
+    for html in (detail, overview, listing):
+        assert not re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d", html)  # no raw ISO
+        assert not re.search(r"\b[ap]\.m\.|\b(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*\.? \d", html)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.urls import reverse
@@ -79,3 +80,40 @@ def test_staff_record_a_customers_answer_to_an_offer():
     offer.refresh_from_db()
     assert offer.status == OfferStatus.ACCEPTED
     assert Appointment.objects.filter(customer=waiting, starts_at=starts_at).exists()
+
+
+def test_the_domain_pages_show_times_as_the_jobs_pages_do_in_utc_with_ages_where_useful():
+    shop = make.shop()
+    owner, waiting = make.customer(shop, "Owner"), make.customer(shop, "Waiting")
+    past = make.appointment(owner, datetime(2026, 10, 12, 13, 15, tzinfo=UTC))
+    starts_at = timezone.now() + timedelta(days=1)
+    Appointment.objects.create(
+        shop=shop, customer=owner, starts_at=starts_at, ends_at=starts_at + timedelta(hours=1),
+        cancelled_at=timezone.now(),
+    )  # fmt: skip
+    WaitlistEntry.objects.create(shop=shop, customer=waiting, created_at=timezone.now() - timedelta(hours=3))
+    outside_a_run(offer_loop, timezone.now(), limit=200)
+    outside_a_run(recompute_scores, timezone.now())
+    client = staff(superuser=True)
+
+    def page(name: str, *args: object) -> str:
+        return client.get(reverse(f"admin:scoring_{name}", args=args)).content.decode()
+
+    appointments = page("appointment_changelist")
+    assert "2026-10-12 13:15 UTC" in appointments and "2026-10-12 13:45 UTC" in appointments  # its start, its end
+    assert re.search(
+        r"<td class=\"field-created_at\">\d{4}-\d\d-\d\d \d\d:\d\d UTC, 3 h ago", page("waitlistentry_changelist")
+    )
+    offers = page("slotoffer_changelist")
+    assert re.search(r"field-offered_at\">\d{4}-\d\d-\d\d \d\d:\d\d UTC, \d+ s ago", offers)
+    assert re.search(r"field-expires_at\">\d{4}-\d\d-\d\d \d\d:\d\d UTC, in 1\d min", offers)
+    assert (
+        f"Waiting at {starts_at:%Y-%m-%d %H:%M} UTC" not in offers
+        and f"Owner at {starts_at:%Y-%m-%d %H:%M} UTC" in offers
+    )
+    score = page("customerscore_change", owner.pk)  # read-only: Django's own display, in our format
+    assert re.search(r'<div class="readonly">\d{4}-\d\d-\d\d \d\d:\d\d UTC</div>', score)
+    edit = page("appointment_change", past.pk)  # a form: its time fields say they are UTC
+    assert 'value="2026-10-12"' in edit and 'value="13:15:00"' in edit and "In UTC." in edit
+    for html in (appointments, offers, score, edit):
+        assert not re.search(r"\b[ap]\.m\.|\b(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*\.? \d", html)
