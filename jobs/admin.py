@@ -6,7 +6,9 @@ import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl
 
+from cronsim import CronSim
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, DateTimeField, Field, Model, Q, QuerySet
@@ -21,14 +23,15 @@ from django.views.decorators.http import require_POST
 
 from jobs import report
 from jobs.forms import ParamError, clean
-from jobs.health import FINISHED, overview, real_runs, reason
+from jobs.health import FINISHED, describe, overview, real_runs, reason
 from jobs.models import JobRun, Status, Trigger
 from jobs.registry import JOBS, Job
 from jobs.runner import run_job
-from jobs.timefmt import moment_in, utc, when
+from jobs.timefmt import age, moment_in, utc, when
 
 HEADLINE = 3  # counters shown in the list
 STRIP = 20  # runs in the overview's strip
+SAME_KIND = 100  # earlier successes a run's page looks through for one of its own kind
 NONE = mark_safe("<em>none</em>")
 COLOURS = {
     Status.RUNNING: "#1d4ed8",
@@ -95,12 +98,6 @@ def timestamp(moment: datetime | None) -> str:
     return utc(moment, seconds=True)
 
 
-def short(value: object) -> str:
-    """A long identifier (a UUID) cut to its first 8 characters: enough to tell runs apart in a list."""
-    text = str(value)
-    return text if len(text) <= 12 else text[:8] + "…"
-
-
 def duration(ms: int | None) -> str:
     if ms is None:
         return "-"
@@ -123,7 +120,7 @@ class JobFilter(admin.SimpleListFilter):
 @admin.register(JobRun)
 class JobRunAdmin(admin.ModelAdmin):
     list_display = [
-        "run", "status_badge", "job", "scope", "trigger", "started", "took", "counters_headline", "error_count", "why",
+        "run", "status_badge", "job", "kind", "trigger", "started", "took", "counters_headline", "error_count", "why",
     ]  # fmt: skip
     list_display_links = ["run"]
     list_filter = [JobFilter, "status", "trigger", "started_at"]
@@ -132,7 +129,7 @@ class JobRunAdmin(admin.ModelAdmin):
     list_per_page = 50
     show_full_result_count = False
     fields = [
-        "status_badge", "why", "job", "scope", "trigger", "triggered_by", "started_on_page", "finished", "took",
+        "status_badge", "why", "job", "kind", "trigger", "triggered_by", "started_on_page", "finished", "took",
         "lock_id", "params_table", "counters_table", "errors_list", "traceback_text", "neighbours",
     ]  # fmt: skip
 
@@ -159,12 +156,10 @@ class JobRunAdmin(admin.ModelAdmin):
     def status_badge(self, obj: JobRun) -> SafeString:
         return badge(obj.status)
 
-    @admin.display(description="scope")
-    def scope(self, obj: JobRun) -> str:
-        """A run that speaks for only part of the job: it never counts for the job's health."""
-        job = JOBS.get(obj.job)
-        parts = [f"{name} {short(obj.params[name])}" for name in (job.form.scope if job else ()) if name in obj.params]
-        return ", ".join(["dry run"] * bool(obj.params.get("dry_run")) + parts) or "full"
+    @admin.display(description="kind")
+    def kind(self, obj: JobRun) -> str:
+        """incremental, full pass, shop 1a2b3c4d…, dry run: a dry or narrowed run never counts for the job's health."""
+        return report.kind(obj)
 
     @admin.display(description="why")
     def why(self, obj: JobRun) -> str:
@@ -212,15 +207,17 @@ class JobRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="counters")
     def counters_table(self, obj: JobRun) -> SafeString:
+        """The counters beside those of the last success of the same kind: an incremental run is compared
+        with an incremental run, not with the weekly full pass."""
         if not obj.counters:
             return NONE
-        previous = self._previous(obj, status=Status.SUCCEEDED)
+        previous = self._previous_of_kind(obj)
         before = previous.counters if previous else {}
         rows = []
         for key, value in report.counters(obj).items():
             old = before.get(key)
             rows.append((key, _number(value), _number(old) if previous else "-", _change(value, old)))
-        heading = f"previous success (#{previous.pk})" if previous else "previous success"
+        heading = f"previous {report.kind(obj)} success" + (f" (#{previous.pk})" if previous else "")
         return _table(["counter", "this run", heading, ""], rows)
 
     @admin.display(description="errors")
@@ -248,6 +245,12 @@ class JobRunAdmin(admin.ModelAdmin):
 
     def _previous(self, obj: JobRun, **filters: Any) -> JobRun | None:
         return JobRun.objects.filter(job=obj.job, id__lt=obj.pk, **filters).order_by("-id").first()
+
+    def _previous_of_kind(self, obj: JobRun) -> JobRun | None:
+        """The last success of the same kind among the SAME_KIND before it (one query: a kind is named in Python)."""
+        mine = report.kind(obj, whole=True)
+        earlier = JobRun.objects.filter(job=obj.job, id__lt=obj.pk, status=Status.SUCCEEDED).order_by("-id")
+        return next((run for run in earlier[:SAME_KIND] if report.kind(run, whole=True) == mine), None)
 
     def _next(self, obj: JobRun) -> JobRun | None:
         return JobRun.objects.filter(job=obj.job, id__gt=obj.pk).order_by("id").first()
@@ -337,12 +340,12 @@ def overview_context(request: HttpRequest) -> dict[str, Any]:
         rows.append(
             {
                 "health": health,
+                "schedules": schedules(health.job, now),
                 "last_badge": badge(last.status) if last else None,
                 "last_when": when(last.started_at, now, seconds=True) if last else None,
                 "last_duration": duration(last.duration_ms) if last else None,
                 "last_headline": headline(last) if last else None,
                 "success_when": when(success.started_at, now, seconds=True) if success else None,
-                "next_when": when(health.next_run, now) if health.next_run else None,
                 "strip": strip(recent),
                 "sparkline": sparkline(recent),
                 "week": f"{counts['succeeded'] / counts['finished']:.0%} of {counts['finished']} succeeded"
@@ -360,6 +363,33 @@ def overview_context(request: HttpRequest) -> dict[str, Any]:
         "can_run": request.user.has_perm("jobs.run_job"),
         "refresh": running,
     }
+
+
+def schedules(job: Job, now: datetime) -> list[dict[str, str]]:
+    """Every schedule the job is declared with, the `also` ones too: in words, as cron, what its call asks
+    (the kind of run, as the job names it, and the query) and when it next fires."""
+    calls = ([(job.schedule, "")] if job.schedule else []) + list(job.also)
+    rows = []
+    for schedule, query in calls:
+        named = report.kind(JobRun(job=job.name, params=asked(job, query), counters={}))
+        upcoming = next(iter(CronSim(schedule, now)))
+        rows.append(
+            {
+                "words": describe(schedule),
+                "cron": schedule,
+                "query": f"?{query}" if query else "",
+                "kind": "" if named == "full" else named,
+                "next": f"{utc(upcoming)}, {age(upcoming, now)}",
+            }
+        )
+    return rows
+
+
+def asked(job: Job, query: str) -> dict[str, Any]:
+    """The parameters a declared cron call's query gives (`full=1` -> {"full": True}), as a run records them."""
+    field = {job.form.query_name(name): name for name in job.form.parameters()}
+    given = {field.get(key, key): value for key, value in parse_qsl(query, keep_blank_values=True)}
+    return {name: value for name, value in clean(job.name, job.form, given).items() if value not in (None, False, "")}
 
 
 def strip(runs: list[JobRun]) -> SafeString:

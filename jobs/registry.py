@@ -20,6 +20,7 @@ from jobs.context import Context, Result
 from jobs.forms import JobForm, fields_of
 
 JobFunction = Callable[[Context], Result]
+RunKind = Callable[[Mapping[str, Any], Mapping[str, Any]], str]  # (params as recorded, counters) -> "incremental"
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Job:
     counters: tuple[str, ...] = ()  # in display order
     grace: timedelta = timedelta(hours=1)  # how late a scheduled run may start before the job is `late`
     also: tuple[tuple[str, str], ...] = ()  # more cron calls: (schedule, query string), e.g. a weekly full pass
+    kind: RunKind | None = None  # names a run's kind from its params and counters ("full pass"); None: "full"
 
     @property
     def grace_period(self) -> timedelta:
@@ -90,11 +92,12 @@ def job(
     counters: tuple[str, ...] = (),
     grace: timedelta = timedelta(hours=1),
     also: tuple[tuple[str, str], ...] = (),
+    kind: RunKind | None = None,
 ) -> Callable[[JobFunction], JobFunction]:
     """Declare the decorated function as a job; the function is returned unchanged."""
 
     def declare(func: JobFunction) -> JobFunction:
-        register(Job(name, lock_id, func, description, schedule, auth, form, counters, grace, also))
+        register(Job(name, lock_id, func, description, schedule, auth, form, counters, grace, also, kind))
         return func
 
     return declare

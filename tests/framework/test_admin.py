@@ -14,9 +14,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from jobs.models import JobRun, Status, Trigger
+from jobs.registry import JOBS
 from jobs.runner import run_job
 from jobs.timefmt import utc
-from tests.framework.testjobs import TEST_LOCK_ID
+from tests.framework.testjobs import PASSES, TEST_LOCK_ID
 from tests.helpers import lock_held_elsewhere
 
 pytestmark = pytest.mark.django_db
@@ -230,6 +231,48 @@ def test_a_run_now_message_is_short_whatever_the_number_of_errors():
                            {"csrfmiddlewaretoken": page.cookies["csrftoken"].value}, follow=True)  # fmt: skip
     message = next(iter(response.context["messages"])).message
     assert message.startswith("failing-item: partial in ") and message.count("\n") <= 6
+
+
+@pytest.fixture
+def the_passes_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job that names the kinds of its runs (incremental, full pass), with a weekly full pass."""
+    monkeypatch.setitem(JOBS, PASSES.name, PASSES)
+
+
+def kinds(html: str) -> list[str]:
+    return re.findall(r'<td class="field-kind">([^<]*)</td>', html)
+
+
+def test_a_runs_kind_reads_as_its_job_names_it_and_jobs_that_name_none_keep_full(the_passes_job):
+    run_job("passes", trigger=Trigger.CRON)
+    run_job("passes", {"full": True}, trigger=Trigger.CRON)
+    run_job("passes", {"dry_run": True}, trigger=Trigger.CLI)
+    run_job("nightly", {"size": 1, "prefix": "only"}, trigger=Trigger.CLI)
+    run_job("nightly", {"size": 1}, trigger=Trigger.CLI)
+    html = staff(superuser=True).get(reverse("admin:jobs_jobrun_changelist")).content.decode()
+    assert kinds(html) == ["full", "prefix only", "dry run, incremental", "full pass", "incremental"]  # newest first
+
+
+def test_a_run_is_compared_with_the_last_success_of_its_own_kind_not_with_the_weekly_full_pass(the_passes_job):
+    yesterday = ran("passes", Status.SUCCEEDED, hours_ago=26, counters={"total": 10, "full_pass": 0})
+    full = ran(
+        "passes", Status.SUCCEEDED, hours_ago=25, counters={"total": 1000, "full_pass": 1}, params={"full": True}
+    )
+    today = ran("passes", Status.SUCCEEDED, hours_ago=2, counters={"total": 12, "full_pass": 0})
+    client = staff(superuser=True)
+    html = client.get(reverse("admin:jobs_jobrun_change", args=[today.pk])).content.decode()
+    assert f"previous incremental success (#{yesterday.pk})" in html
+    assert "⚠" not in html  # 10 -> 12; against the full pass it would be 1,000 -> 12 and full_pass 1 -> 0
+    html = client.get(reverse("admin:jobs_jobrun_change", args=[full.pk])).content.decode()
+    assert "<th>previous full pass success</th>" in html and "⚠" not in html  # the first of its kind
+
+
+def test_the_overview_shows_every_declared_schedule_in_words_with_the_kind_of_run_it_asks_for(the_passes_job):
+    html = row(staff(superuser=True).get(OVERVIEW).content.decode(), "passes")
+    assert "At 02:00 UTC <code>0 2 * * *</code> · incremental" in html
+    assert "At 03:00, only on Sunday UTC <code>0 3 * * 0</code> · full pass <code>?full=1</code>" in html
+    assert re.search(r"\d{4}-\d\d-\d\d 02:00 UTC, in \d+ (s|min|h) · incremental", html)
+    assert re.search(r"\d{4}-\d\d-\d\d 03:00 UTC, in \d+ (s|min|h|d) · full pass", html)
 
 
 def test_every_time_on_the_jobs_pages_reads_one_way_in_utc_with_its_age():

@@ -9,12 +9,14 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from jobs import report
 from jobs.models import JobRun, Trigger
+from jobs.runner import run_job
 from scoring.models import Appointment, CustomerScore, OfferStatus, SlotOffer, WaitlistEntry
 from scoring.offers import offer_loop
 from scoring.scores import recompute_scores
 from tests import factories as make
-from tests.framework.test_admin import OVERVIEW, staff
+from tests.framework.test_admin import OVERVIEW, row, staff
 from tests.helpers import outside_a_run
 
 pytestmark = pytest.mark.django_db
@@ -117,3 +119,17 @@ def test_the_domain_pages_show_times_as_the_jobs_pages_do_in_utc_with_ages_where
     assert 'value="2026-10-12"' in edit and 'value="13:15:00"' in edit and "In UTC." in edit
     for html in (appointments, offers, score, edit):
         assert not re.search(r"\b[ap]\.m\.|\b(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*\.? \d", html)
+
+
+def test_recompute_runs_are_named_by_what_they_did_and_the_overview_shows_the_weekly_full_pass():
+    shop = make.shop()
+    make.customer(shop)
+    first = run_job("recompute-scores", trigger=Trigger.CRON)  # nothing asked, but no full pass yet: one is due
+    daily = run_job("recompute-scores", trigger=Trigger.CRON)
+    weekly = run_job("recompute-scores", {"full": True}, trigger=Trigger.CRON)
+    one_shop = run_job("recompute-scores", {"shop": shop.pk}, trigger=Trigger.CLI)
+    named = [report.kind(run) for run in (first, daily, weekly, one_shop)]
+    assert named == ["full pass", "incremental", "full pass", f"shop {str(shop.pk)[:8]}…"]
+    html = row(staff(superuser=True).get(OVERVIEW).content.decode(), "recompute-scores")
+    assert "At 02:00 UTC <code>0 2 * * *</code> · incremental" in html
+    assert "At 03:00, only on Sunday UTC <code>0 3 * * 0</code> · full pass <code>?full=1</code>" in html
