@@ -104,6 +104,19 @@ def duration(ms: int | None) -> str:
     return f"{ms} ms" if ms < 1000 else f"{ms / 1000:.1f} s" if ms < 120_000 else f"{ms // 60_000} min"
 
 
+def how_long(run: JobRun) -> str:
+    """How long the run took; unknown for an abandoned one (its process died, nobody saw when)."""
+    return "unknown" if run.status == Status.ABANDONED else duration(run.duration_ms)
+
+
+def ended(run: JobRun, *, with_age: bool = False) -> str:
+    """When the run ended; for an abandoned run, when its process was last seen (it never said it ended)."""
+    if run.finished_at is None:
+        return "-"
+    text = when(run.finished_at, seconds=True) if with_age else timestamp(run.finished_at)
+    return f"last seen {text}" if run.status == Status.ABANDONED else text
+
+
 class JobFilter(admin.SimpleListFilter):
     """The registry's jobs, without a DISTINCT over the whole ledger."""
 
@@ -179,11 +192,11 @@ class JobRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="finished")
     def finished(self, obj: JobRun) -> str:
-        return when(obj.finished_at, seconds=True)
+        return ended(obj, with_age=True)
 
     @admin.display(description="duration", ordering="duration_ms")
     def took(self, obj: JobRun) -> str:
-        return duration(obj.duration_ms)
+        return how_long(obj)
 
     @admin.display(description="counters")
     def counters_headline(self, obj: JobRun) -> str:
@@ -343,7 +356,7 @@ def overview_context(request: HttpRequest) -> dict[str, Any]:
                 "schedules": schedules(health.job, now),
                 "last_badge": badge(last.status) if last else None,
                 "last_when": when(last.started_at, now, seconds=True) if last else None,
-                "last_duration": duration(last.duration_ms) if last else None,
+                "last_duration": how_long(last) if last else None,
                 "last_headline": headline(last) if last else None,
                 "success_when": when(success.started_at, now, seconds=True) if success else None,
                 "strip": strip(recent),
@@ -399,7 +412,7 @@ def strip(runs: list[JobRun]) -> SafeString:
         '<a class="cell" href="{}" style="background:{}" title="#{} {} · {} · {}"><span>{}</span></a>',
         (
             (reverse("admin:jobs_jobrun_change", args=[run.pk]), COLOURS.get(Status(run.status), "#4b5563"), run.pk,
-             run.status, timestamp(run.started_at), duration(run.duration_ms), run.status)
+             run.status, timestamp(run.started_at), how_long(run), run.status)
             for run in runs
         ),
     )  # fmt: skip

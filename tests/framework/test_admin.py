@@ -296,3 +296,15 @@ def test_every_time_on_the_jobs_pages_reads_one_way_in_utc_with_its_age():
     for html in (detail, overview, listing):
         assert not re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d", html)  # no raw ISO
         assert not re.search(r"\b[ap]\.m\.|\b(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*\.? \d", html)
+
+
+def test_an_abandoned_run_shows_when_its_process_was_last_seen_and_no_made_up_duration():
+    started_at = timezone.now() - timedelta(hours=30)
+    dead = JobRun.objects.create(job="nightly", trigger=Trigger.CRON, started_at=started_at, lock_id=TEST_LOCK_ID)
+    run_job("nightly", {"size": 1}, trigger=Trigger.CLI)
+    client = staff(superuser=True)
+    detail = client.get(reverse("admin:jobs_jobrun_change", args=[dead.pk])).content.decode()
+    assert f"last seen {utc(started_at, seconds=True)}, 30 h ago" in detail
+    assert '<div class="readonly">unknown</div>' in detail  # its duration
+    listing = client.get(reverse("admin:jobs_jobrun_changelist")).content.decode()
+    assert '<td class="field-took">unknown</td>' in listing
