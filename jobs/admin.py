@@ -98,6 +98,11 @@ def timestamp(moment: datetime | None) -> str:
     return utc(moment, seconds=True)
 
 
+def when_html(moment: datetime, now: datetime, *, seconds: bool = False) -> SafeString:
+    """timefmt.when for a narrow cell: the time itself never breaks across lines, its age may go to the next."""
+    return format_html('<span class="when">{}</span>, {}', utc(moment, seconds=seconds), age(moment, now))
+
+
 def duration(ms: int | None) -> str:
     if ms is None:
         return "-"
@@ -355,10 +360,10 @@ def overview_context(request: HttpRequest) -> dict[str, Any]:
                 "health": health,
                 "schedules": schedules(health.job, now),
                 "last_badge": badge(last.status) if last else None,
-                "last_when": when(last.started_at, now, seconds=True) if last else None,
+                "last_when": when_html(last.started_at, now, seconds=True) if last else None,
                 "last_duration": how_long(last) if last else None,
                 "last_headline": headline(last) if last else None,
-                "success_when": when(success.started_at, now, seconds=True) if success else None,
+                "success_when": when_html(success.started_at, now, seconds=True) if success else None,
                 "strip": strip(recent),
                 "sparkline": sparkline(recent),
                 "week": f"{counts['succeeded'] / counts['finished']:.0%} of {counts['finished']} succeeded"
@@ -378,7 +383,7 @@ def overview_context(request: HttpRequest) -> dict[str, Any]:
     }
 
 
-def schedules(job: Job, now: datetime) -> list[dict[str, str]]:
+def schedules(job: Job, now: datetime) -> list[dict[str, Any]]:
     """Every schedule the job is declared with, the `also` ones too: in words, as cron, what its call asks
     (the kind of run, as the job names it, and the query) and when it next fires."""
     calls = ([(job.schedule, "")] if job.schedule else []) + list(job.also)
@@ -392,7 +397,7 @@ def schedules(job: Job, now: datetime) -> list[dict[str, str]]:
                 "cron": schedule,
                 "query": f"?{query}" if query else "",
                 "kind": "" if named == "full" else named,
-                "next": f"{utc(upcoming)}, {age(upcoming, now)}",
+                "next": when_html(upcoming, now),
             }
         )
     return rows
