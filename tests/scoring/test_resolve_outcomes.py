@@ -12,6 +12,7 @@ from django.utils import timezone
 from jobs.models import JobRun, Status, Trigger
 from jobs.runner import run_job
 from scoring import outcomes
+from scoring.jobs import LIMIT_MAX
 from scoring.models import Appointment, Outcome
 from tests import factories as make
 from tests.factories import NOW
@@ -80,6 +81,19 @@ def test_without_a_limit_it_resolves_every_due_appointment_batch_after_batch():
     counters = resolve_outcomes(now=NOW, batch_size=10)
     assert (counters["total"], counters["resolved"], counters["remaining"]) == (25, 25, 0)
     assert Appointment.objects.filter(pk__in=[row.pk for row in rows], outcome=Outcome.NO_SHOW).count() == 25
+
+
+@pytest.mark.django_db
+def test_a_cron_run_takes_every_due_appointment_more_than_a_limit_could(settings):
+    settings.RESOLVE_OUTCOMES_BATCH_SIZE = 300
+    who = make.customer()
+    ends = [NOW - timedelta(hours=2, minutes=i) for i in range(LIMIT_MAX + 1)]
+    Appointment.objects.bulk_create(
+        Appointment(shop_id=who.shop_id, customer=who, starts_at=end - timedelta(minutes=30), ends_at=end)
+        for end in ends
+    )
+    run = run_job("resolve-outcomes", trigger=Trigger.CRON)
+    assert (run.status, run.counters["total"], run.counters["remaining"]) == ("succeeded", LIMIT_MAX + 1, 0)
 
 
 @pytest.mark.django_db
