@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
+from cronsim import CronSim
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import DateTimeField, Field, Model, QuerySet
 from django.forms import BoundField
+from django.forms import Field as FormField
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
@@ -20,13 +24,15 @@ from django.views.decorators.http import require_POST
 
 from jobs import report
 from jobs.forms import ParamError, clean
-from jobs.health import ago, overview, real_runs, reason, week
+from jobs.health import describe, overview, real_runs, reason, week
 from jobs.models import JobRun, Status, Trigger
 from jobs.registry import JOBS, Job
 from jobs.runner import run_job
+from jobs.timefmt import age, moment_in, utc, when
 
 HEADLINE = 3  # counters shown in the list
 STRIP = 20  # runs in the overview's strip
+SAME_KIND = 100  # earlier successes a run's page looks through for one of its own kind
 NONE = mark_safe("<em>none</em>")
 COLOURS = {
     Status.RUNNING: "#1d4ed8",
@@ -36,6 +42,38 @@ COLOURS = {
     Status.SKIPPED: "#4b5563",
     Status.ABANDONED: "#7e22ce",
 }
+
+
+class TimesInUTCAdmin(admin.ModelAdmin):
+    """A ModelAdmin for any app whose times read as the jobs' pages do.
+
+    Django shows every model time in project/formats' format (`2026-12-02 04:34 UTC`) on its own; the
+    list columns named in `ages` also say how long ago, or how soon, each is (`2026-12-02 04:34 UTC,
+    3 h ago`), and a form's time fields say they are in UTC.
+    """
+
+    ages: tuple[str, ...] = ()
+
+    def get_list_display(self, request: HttpRequest) -> list[str | Callable[[Any], str | bool]]:
+        shown = super().get_list_display(request)
+        return [_with_age(self.model, name) if isinstance(name, str) and name in self.ages else name for name in shown]
+
+    def formfield_for_dbfield(self, db_field: Field, request: HttpRequest, **kwargs: Any) -> FormField | None:
+        formfield = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if isinstance(db_field, DateTimeField) and formfield is not None:
+            formfield.help_text = " ".join(filter(None, [str(formfield.help_text or ""), "In UTC."]))
+        return formfield
+
+
+def _with_age(model: type[Model], name: str) -> Callable[[Model], str]:
+    """A list column for the time field `name`: the time, and how long ago (or how soon) it is."""
+
+    @admin.display(description=str(getattr(model._meta.get_field(name), "verbose_name", name)), ordering=name)
+    def column(obj: Model) -> str:
+        return when(getattr(obj, name))
+
+    column.__name__ = name  # the column's CSS class, field-<name>, as for the field itself
+    return column
 
 
 def badge(status: str) -> SafeString:
@@ -57,20 +95,32 @@ def headline(run: JobRun) -> str:
 
 
 def timestamp(moment: datetime | None) -> str:
-    """Every time on these pages reads the same way: 2026-11-30 09:23:05 UTC."""
-    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if moment else "-"
+    """A run's start or end, to the second: 2026-11-30 09:23:05 UTC (jobs.timefmt, as every time on these pages)."""
+    return utc(moment, seconds=True)
 
 
-def short(value: object) -> str:
-    """A long identifier (a UUID) cut to its first 8 characters: enough to tell runs apart in a list."""
-    text = str(value)
-    return text if len(text) <= 12 else text[:8] + "…"
+def when_html(moment: datetime, now: datetime, *, seconds: bool = False) -> SafeString:
+    """timefmt.when for a narrow cell: the time itself never breaks across lines, its age may go to the next."""
+    return format_html('<span class="when">{}</span>, {}', utc(moment, seconds=seconds), age(moment, now))
 
 
 def duration(ms: int | None) -> str:
     if ms is None:
         return "-"
     return f"{ms} ms" if ms < 1000 else f"{ms / 1000:.1f} s" if ms < 120_000 else f"{ms // 60_000} min"
+
+
+def how_long(run: JobRun) -> str:
+    """How long the run took; unknown for an abandoned one (its process died, nobody saw when)."""
+    return "unknown" if run.status == Status.ABANDONED else duration(run.duration_ms)
+
+
+def ended(run: JobRun, *, with_age: bool = False) -> str:
+    """When the run ended; for an abandoned run, when its process was last seen (it never said it ended)."""
+    if run.finished_at is None:
+        return "-"
+    text = when(run.finished_at, seconds=True) if with_age else timestamp(run.finished_at)
+    return f"last seen {text}" if run.status == Status.ABANDONED else text
 
 
 class JobFilter(admin.SimpleListFilter):
@@ -89,7 +139,7 @@ class JobFilter(admin.SimpleListFilter):
 @admin.register(JobRun)
 class JobRunAdmin(admin.ModelAdmin):
     list_display = [
-        "run", "status_badge", "job", "scope", "trigger", "started", "took", "counters_headline", "error_count", "why",
+        "run", "status_badge", "job", "kind", "trigger", "started", "took", "counters_headline", "error_count", "why",
     ]  # fmt: skip
     list_display_links = ["run"]
     list_filter = [JobFilter, "status", "trigger", "started_at"]
@@ -98,7 +148,7 @@ class JobRunAdmin(admin.ModelAdmin):
     list_per_page = 50
     show_full_result_count = False
     fields = [
-        "status_badge", "why", "job", "scope", "trigger", "triggered_by", "started", "finished", "took",
+        "status_badge", "why", "job", "kind", "trigger", "triggered_by", "started_on_page", "finished", "took",
         "lock_id", "params_table", "counters_table", "errors_list", "traceback_text", "neighbours",
     ]  # fmt: skip
 
@@ -125,12 +175,10 @@ class JobRunAdmin(admin.ModelAdmin):
     def status_badge(self, obj: JobRun) -> SafeString:
         return badge(obj.status)
 
-    @admin.display(description="scope")
-    def scope(self, obj: JobRun) -> str:
-        """A run that speaks for only part of the job: it never counts for the job's health."""
-        job = JOBS.get(obj.job)
-        parts = [f"{name} {short(obj.params[name])}" for name in (job.form.scope if job else ()) if name in obj.params]
-        return ", ".join(["dry run"] * bool(obj.params.get("dry_run")) + parts) or "full"
+    @admin.display(description="kind")
+    def kind(self, obj: JobRun) -> str:
+        """incremental, full pass, shop 1a2b3c4d…, dry run: a dry or narrowed run never counts for the job's health."""
+        return report.kind(obj)
 
     @admin.display(description="why")
     def why(self, obj: JobRun) -> str:
@@ -144,13 +192,17 @@ class JobRunAdmin(admin.ModelAdmin):
     def started(self, obj: JobRun) -> str:
         return timestamp(obj.started_at)
 
+    @admin.display(description="started")
+    def started_on_page(self, obj: JobRun) -> str:
+        return when(obj.started_at, seconds=True)
+
     @admin.display(description="finished")
     def finished(self, obj: JobRun) -> str:
-        return timestamp(obj.finished_at)
+        return ended(obj, with_age=True)
 
     @admin.display(description="duration", ordering="duration_ms")
     def took(self, obj: JobRun) -> str:
-        return duration(obj.duration_ms)
+        return how_long(obj)
 
     @admin.display(description="counters")
     def counters_headline(self, obj: JobRun) -> str:
@@ -165,19 +217,26 @@ class JobRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="parameters")
     def params_table(self, obj: JobRun) -> SafeString:
-        return _table(["parameter", "value"], [(key, json.dumps(value)) for key, value in obj.params.items()])
+        """The parameters as recorded (JSON); a time reads as every time here does, to the second."""
+        rows = [
+            (key, utc(moment, seconds=True) if (moment := moment_in(value)) else json.dumps(value))
+            for key, value in obj.params.items()
+        ]
+        return _table(["parameter", "value"], rows)
 
     @admin.display(description="counters")
     def counters_table(self, obj: JobRun) -> SafeString:
+        """The counters beside those of the last success of the same kind: an incremental run is compared
+        with an incremental run, not with the weekly full pass."""
         if not obj.counters:
             return NONE
-        previous = self._previous(obj, status=Status.SUCCEEDED)
+        previous = self._previous_of_kind(obj)
         before = previous.counters if previous else {}
         rows = []
         for key, value in report.counters(obj).items():
             old = before.get(key)
             rows.append((key, _number(value), _number(old) if previous else "-", _change(value, old)))
-        heading = f"previous success (#{previous.pk})" if previous else "previous success"
+        heading = f"previous {report.kind(obj)} success" + (f" (#{previous.pk})" if previous else "")
         return _table(["counter", "this run", heading, ""], rows)
 
     @admin.display(description="errors")
@@ -205,6 +264,12 @@ class JobRunAdmin(admin.ModelAdmin):
 
     def _previous(self, obj: JobRun, **filters: Any) -> JobRun | None:
         return JobRun.objects.filter(job=obj.job, id__lt=obj.pk, **filters).order_by("-id").first()
+
+    def _previous_of_kind(self, obj: JobRun) -> JobRun | None:
+        """The last success of the same kind among the SAME_KIND before it (one query: a kind is named in Python)."""
+        mine = report.kind(obj, whole=True)
+        earlier = JobRun.objects.filter(job=obj.job, id__lt=obj.pk, status=Status.SUCCEEDED).order_by("-id")
+        return next((run for run in earlier[:SAME_KIND] if report.kind(run, whole=True) == mine), None)
 
     def _next(self, obj: JobRun) -> JobRun | None:
         return JobRun.objects.filter(job=obj.job, id__gt=obj.pk).order_by("id").first()
@@ -292,11 +357,12 @@ def overview_context(request: HttpRequest) -> dict[str, Any]:
         rows.append(
             {
                 "health": health,
+                "schedules": schedules(health.job, now),
                 "last_badge": badge(last.status) if last else None,
-                "last_ago": ago(now - last.started_at) if last else None,
-                "last_duration": duration(last.duration_ms) if last else None,
+                "last_when": when_html(last.started_at, now, seconds=True) if last else None,
+                "last_duration": how_long(last) if last else None,
                 "last_headline": headline(last) if last else None,
-                "success_ago": ago(now - success.started_at) if success else None,
+                "success_when": when_html(success.started_at, now, seconds=True) if success else None,
                 "strip": strip(recent),
                 "sparkline": sparkline(recent),
                 "week": week(health.job, now),
@@ -306,7 +372,39 @@ def overview_context(request: HttpRequest) -> dict[str, Any]:
             }
         )
     running = any(health.verdict == "running" for health in healths)
-    return {"overview": rows, "now": now, "can_run": request.user.has_perm("jobs.run_job"), "refresh": running}
+    return {
+        "overview": rows,
+        "now": utc(now, seconds=True),
+        "can_run": request.user.has_perm("jobs.run_job"),
+        "refresh": running,
+    }
+
+
+def schedules(job: Job, now: datetime) -> list[dict[str, Any]]:
+    """Every schedule the job is declared with, the `also` ones too: in words, as cron, what its call asks
+    (the kind of run, as the job names it, and the query) and when it next fires."""
+    calls = ([(job.schedule, "")] if job.schedule else []) + list(job.also)
+    rows = []
+    for schedule, query in calls:
+        named = report.kind(JobRun(job=job.name, params=asked(job, query), counters={}))
+        upcoming = next(iter(CronSim(schedule, now)))
+        rows.append(
+            {
+                "words": describe(schedule),
+                "cron": schedule,
+                "query": f"?{query}" if query else "",
+                "kind": "" if named == "full" else named,
+                "next": when_html(upcoming, now),
+            }
+        )
+    return rows
+
+
+def asked(job: Job, query: str) -> dict[str, Any]:
+    """The parameters a declared cron call's query gives (`full=1` -> {"full": True}), as a run records them."""
+    field = {job.form.query_name(name): name for name in job.form.parameters()}
+    given = {field.get(key, key): value for key, value in parse_qsl(query, keep_blank_values=True)}
+    return {name: value for name, value in clean(job.name, job.form, given).items() if value not in (None, False, "")}
 
 
 def strip(runs: list[JobRun]) -> SafeString:
@@ -316,7 +414,7 @@ def strip(runs: list[JobRun]) -> SafeString:
         '<a class="cell" href="{}" style="background:{}" title="#{} {} · {} · {}"><span>{}</span></a>',
         (
             (reverse("admin:jobs_jobrun_change", args=[run.pk]), COLOURS.get(Status(run.status), "#4b5563"), run.pk,
-             run.status, timestamp(run.started_at), duration(run.duration_ms), run.status)
+             run.status, timestamp(run.started_at), how_long(run), run.status)
             for run in runs
         ),
     )  # fmt: skip

@@ -28,6 +28,7 @@ from django.urls import reverse
 from jobs.health import FINISHED, JobHealth, ago, health, missed_runs, real_runs
 from jobs.models import JobAlert, Status
 from jobs.registry import JOBS, Job
+from jobs.timefmt import when
 
 logger = logging.getLogger("jobs")
 OK = "ok"
@@ -99,7 +100,7 @@ def decide(
         changes = {"verdict": OK, "opened_at": None, "notified_at": now, "undelivered": {}}
         return _message("recovered", job, OK, state.verdict, current, text), changes, channels
     elif bad and state.notified_at and now - state.notified_at >= timedelta(hours=settings.JOBS_ALERT_REPEAT_HOURS):
-        since = f"{state.opened_at:%Y-%m-%d %H:%M} UTC, {ago(now - state.opened_at)}" if state.opened_at else "?"
+        since = when(state.opened_at, now) if state.opened_at else "?"
         text = f"{job.name} is still {bad or state.verdict} (since {since}): {current.note}"
         changes = {"notified_at": now, "undelivered": {}}
         return _message("reminder", job, bad or state.verdict, state.verdict, current, text), changes, channels

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from cron_descriptor import ExpressionDescriptor
 from cronsim import CronSim
@@ -14,6 +14,7 @@ from django.db.models import Count, Q, QuerySet
 from jobs.context import Backlog
 from jobs.models import JobRun, Status
 from jobs.registry import JOBS, Job
+from jobs.timefmt import ago, utc
 
 FINISHED = [Status.SUCCEEDED, Status.PARTIAL, Status.FAILED, Status.ABANDONED]
 RESUMING_LIMIT = 3  # runs in a row that ran out of time before "resuming" becomes "failing"
@@ -144,17 +145,17 @@ def _lateness(job: Job, now: datetime, last_run: JobRun | None) -> tuple[datetim
         return None, "", ""
     skipped = real_runs(job).filter(status=Status.SKIPPED, started_at__gte=due)
     count, last_skip = skipped.count(), skipped.first()
-    last = f"No run since {stamp(since)} (#{last_run.pk})" if last_run else "No run yet"
+    last = f"No run since {utc(since)} (#{last_run.pk})" if last_run else "No run yet"
     if last_skip is None:
-        return due, "late", f"{last}; the run due at {stamp(due)} has not come (expected {cadence(job.schedule)})."
+        return due, "late", f"{last}; the run due at {utc(due)} has not come (expected {cadence(job.schedule)})."
     first_skip = skipped.order_by("started_at").values_list("started_at", flat=True).first()
     assert first_skip is not None
     return (
         due,
         "blocked",
         (
-            f"{last}: {count} call{'s' * (count != 1)} since {stamp(first_skip)} found {last_skip.skip_reason}"
-            f" (last at {stamp(last_skip.started_at)})."
+            f"{last}: {count} call{'s' * (count != 1)} since {utc(first_skip)} found {last_skip.skip_reason}"
+            f" (last at {utc(last_skip.started_at)})."
         ),
     )
 
@@ -164,7 +165,7 @@ def _behind(job: Job, now: datetime, backlog: Backlog | None, finished: list[Job
     or its last runs left as much work as before or more."""
     if backlog and backlog.oldest and job.max_lag and now - backlog.oldest > job.max_lag:
         return (
-            f"Behind: {backlog.due:,} due, the oldest due since {stamp(backlog.oldest)} ({ago(now - backlog.oldest)},"
+            f"Behind: {backlog.due:,} due, the oldest due since {utc(backlog.oldest)} ({ago(now - backlog.oldest)},"
             f" more than {ago(job.max_lag)})."
         )
     last = finished[:SHRINKING]
@@ -178,11 +179,6 @@ def _behind(job: Job, now: datetime, backlog: Backlog | None, finished: list[Job
         shown = " -> ".join(f"{n:,}" for n in reversed(left))
         return f"Behind: the last {SHRINKING} runs left {shown}: the work is not going down."
     return ""
-
-
-def stamp(moment: datetime) -> str:
-    """A moment as every message shows it: 2026-12-02 04:34 UTC."""
-    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
 def missed_runs(job: Job, start: datetime, end: datetime, arrivals: list[datetime]) -> int:
@@ -225,15 +221,3 @@ def cadence(schedule: str) -> str:
     if gap == timedelta(days=1):
         return "daily"
     return f"every {ago(gap)}"
-
-
-def ago(delta: timedelta) -> str:
-    """A short human duration: 45 s, 12 min, 26 h, 3 d."""
-    seconds = int(delta.total_seconds())
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 120 * 60:
-        return f"{seconds // 60} min"
-    if seconds < 72 * 3600:
-        return f"{seconds // 3600} h"
-    return f"{seconds // 86400} d"

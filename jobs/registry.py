@@ -20,6 +20,7 @@ from jobs.context import Backlog, Context, Result
 from jobs.forms import JobForm, fields_of
 
 JobFunction = Callable[[Context], Result]
+RunKind = Callable[[Mapping[str, Any], Mapping[str, Any]], str]  # (params as recorded, counters) -> "incremental"
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Job:
     also: tuple[tuple[str, str], ...] = ()  # more cron calls: (schedule, query string), e.g. a weekly full pass
     backlog: Callable[[datetime], Backlog] | None = None  # what is due at a moment; see jobs/health.py
     lag: timedelta | None = None  # how long the oldest due item may wait before the job is `behind`
+    kind: RunKind | None = None  # names a run's kind from its params and counters ("full pass"); None: "full"
 
     @property
     def max_lag(self) -> timedelta | None:
@@ -100,11 +102,12 @@ def job(
     also: tuple[tuple[str, str], ...] = (),
     backlog: Callable[[datetime], Backlog] | None = None,
     lag: timedelta | None = None,
+    kind: RunKind | None = None,
 ) -> Callable[[JobFunction], JobFunction]:
     """Declare the decorated function as a job; the function is returned unchanged."""
 
     def declare(func: JobFunction) -> JobFunction:
-        register(Job(name, lock_id, func, description, schedule, auth, form, counters, grace, also, backlog, lag))
+        register(Job(name, lock_id, func, description, schedule, auth, form, counters, grace, also, backlog, lag, kind))
         return func
 
     return declare

@@ -7,17 +7,20 @@ codes or HTML (jobs/report.py and each entry point render a run their own way).
 from __future__ import annotations
 
 import logging
+import re
 import time
 import traceback
 from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import connection, transaction
+from django.db.models import DateTimeField, F, Value
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from jobs import alerts, locks
@@ -25,8 +28,9 @@ from jobs.context import Context, Held, Result, one_line
 from jobs.forms import COMMON, clean
 from jobs.health import real_runs
 from jobs.locks import retrying
-from jobs.models import JobRun, Status, Trigger
+from jobs.models import JobLease, JobRun, Status, Trigger
 from jobs.registry import Job, get_job
+from jobs.timefmt import utc
 
 logger = logging.getLogger("jobs")
 CHECKPOINT = "resume_after"  # where a run's checkpoint is kept among its counters (and shown in its JSON)
@@ -55,8 +59,10 @@ def run_job(
        Items isolate themselves (ctx.item), so one failing item costs only that item.
        A dry run is rolled back.
     5. Mark older `running` rows of this job `abandoned`: they cannot be alive, or they would
-       hold the lock. (Last, so that the row locks this takes on PostgreSQL last only as long
-       as the commit: a live run that has just been skipped is never kept waiting on its row.)
+       hold the lock. Each ends when its process was last seen: the last renewal of its lease
+       (read before this run took the lease over), else its start. (Last, so that the row locks
+       this takes on PostgreSQL last only as long as the commit: a live run that has just been
+       skipped is never kept waiting on its row.)
     6. Record the outcome: succeeded, partial (item errors, or the time budget ran out with
        work remaining), or failed (the job raised: its one-line reason in `errors`, the
        traceback stored). On PostgreSQL this write is part of the run's transaction: the
@@ -89,6 +95,7 @@ def _run(job: Job, params: dict[str, Any], trigger: Trigger, user: User | Anonym
         )
     )
     try:
+        seen = _lease_renewed(lock_id)  # before this run takes the lease over (and overwrites it)
         with locks.hold(lock_id, owner=f"run #{run.pk}") as lock:
             if not lock.held:
                 run.held_by = _held_by(run, lock.holder)
@@ -107,7 +114,7 @@ def _run(job: Job, params: dict[str, Any], trigger: Trigger, user: User | Anonym
                 hold=lock.also,
             )
             result = _call(job, run, ctx)
-            _mark_abandoned(run)
+            _mark_abandoned(run, seen)
             run.finished_at = timezone.now()  # ... and ends before it goes: runs never overlap in the ledger
             if isinstance(result, Held):
                 run.held, run.held_by = result.what[:100], _held_by(run, result.holder)
@@ -186,15 +193,42 @@ def _checkpoint(job: Job, run: JobRun) -> str | None:
     return (last or {}).get(CHECKPOINT)
 
 
-def _mark_abandoned(run: JobRun) -> None:
+def _lease_renewed(lock_id: int) -> tuple[int, datetime] | None:
+    """The run that last held this lock's lease and when it last renewed it (its expiry less JOBS_LEASE_SECONDS).
+
+    None where there is no lease (PostgreSQL's advisory locks), or when its owner is not one of our runs.
+    """
+    if connection.vendor == "postgresql":
+        return None
+    lease = JobLease.objects.filter(lock_id=lock_id).values_list("owner", "expires_at").first()
+    holder = re.match(r"run #(\d+) ", lease[0]) if lease else None
+    if lease is None or holder is None:
+        return None
+    return int(holder[1]), lease[1] - timedelta(seconds=settings.JOBS_LEASE_SECONDS)
+
+
+def _mark_abandoned(run: JobRun, seen: tuple[int, datetime] | None) -> None:
+    """End the dead runs at the last time their process was seen, not when this run noticed them.
+
+    That is the last renewal of the lease, for the run that held it (`seen`: other databases than
+    PostgreSQL), and otherwise the run's start: on PostgreSQL a run is one transaction, and nothing it
+    does shows before it commits. How long they ran stays unknown (no duration).
+    """
     noticed = timezone.now()
     # Only runs that would hold our lock: a run of the same job under another lock id may well be alive.
-    count = JobRun.objects.filter(job=run.job, lock_id=run.lock_id, status=Status.RUNNING, id__lt=run.pk).update(
-        status=Status.ABANDONED,
-        finished_at=noticed,
-        errors=[f"abandoned: its process died mid-run; noticed by run #{run.pk}"],
-        error_count=1,
-    )
+    dead = JobRun.objects.filter(job=run.job, lock_id=run.lock_id, status=Status.RUNNING, id__lt=run.pk)
+    marked = {
+        "status": Status.ABANDONED,
+        "duration_ms": None,
+        "errors": [f"abandoned: its process died mid-run; noticed by run #{run.pk} at {utc(noticed, seconds=True)}"],
+        "error_count": 1,
+    }
+    count = 0
+    if seen is not None:
+        holder, renewed = seen
+        last_seen = Greatest("started_at", Value(renewed, output_field=DateTimeField()))
+        count += dead.filter(pk=holder).update(finished_at=last_seen, **marked)
+    count += dead.update(finished_at=F("started_at"), **marked)
     if count:
         logger.warning("job %s: marked %d dead run(s) abandoned", run.job, count)
 

@@ -200,6 +200,9 @@ RECOMPUTE_SCORES_BATCH_SIZE = _read(
 RESOLVE_OUTCOMES_GRACE_MINUTES = _read(
     "RESOLVE_OUTCOMES_GRACE_MINUTES", _int(0, 10080), 60, "a whole number of minutes from 0 to 10080"
 )
+RESOLVE_OUTCOMES_BATCH_SIZE = _read(
+    "RESOLVE_OUTCOMES_BATCH_SIZE", _int(1, 100_000), 10000, "a whole number of appointments from 1 to 100000"
+)
 OFFER_TTL_MINUTES = _read("OFFER_TTL_MINUTES", _int(1, 10080), 15, "a whole number of minutes from 1 to 10080")
 JOB_RUNS_RETENTION_DAYS = _read("JOB_RUNS_RETENTION_DAYS", _int(1, 36500), 90, "a whole number of days >= 1")
 JOBS_TIME_BUDGET_SECONDS = _read(
@@ -307,6 +310,7 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+FORMAT_MODULE_PATH = "project.formats"  # times read `2026-12-02 04:34 UTC` on every admin page
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"

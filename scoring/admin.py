@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from jobs.admin import TimesInUTCAdmin
 from scoring.models import Appointment, Customer, CustomerScore, Shop, SlotOffer, WaitlistEntry
 from scoring.offers import OfferError, respond_to_offer
 
@@ -29,7 +30,7 @@ class ReadOnly:
 
 
 @admin.register(Shop)
-class ShopAdmin(admin.ModelAdmin):
+class ShopAdmin(TimesInUTCAdmin):
     list_display = ["name", "customer_count", "created_at"]
     search_fields = ["name"]
 
@@ -57,7 +58,7 @@ class ScoreInline(ReadOnly, admin.StackedInline):
 
 
 @admin.register(Customer)
-class CustomerAdmin(admin.ModelAdmin):
+class CustomerAdmin(TimesInUTCAdmin):
     list_display = ["name", "shop", "email", "phone", "score_value", "tier", "appointments_link"]
     list_filter = ["score__tier", "shop"]
     list_select_related = ["shop", "score"]
@@ -82,7 +83,7 @@ class CustomerAdmin(admin.ModelAdmin):
 
 
 @admin.register(Appointment)
-class AppointmentAdmin(admin.ModelAdmin):
+class AppointmentAdmin(TimesInUTCAdmin):
     list_display = ["starts_at", "customer", "shop", "outcome", "checked_in_at", "cancelled_at", "resolved_at"]
     list_filter = ["outcome", "starts_at", "shop"]
     list_select_related = ["customer", "shop"]
@@ -93,9 +94,10 @@ class AppointmentAdmin(admin.ModelAdmin):
 
 
 @admin.register(CustomerScore)
-class CustomerScoreAdmin(ReadOnly, admin.ModelAdmin):
+class CustomerScoreAdmin(ReadOnly, TimesInUTCAdmin):
     list_display = ["customer", "shop", "score", "tier", "attended", "no_shows", "late_cancels", "cancellations",
                     "last_appointment_at", "computed_at"]  # fmt: skip
+    ages = ("computed_at",)
     list_filter = ["tier", "shop"]
     list_select_related = ["customer", "shop"]
     ordering = ["-score"]
@@ -104,8 +106,9 @@ class CustomerScoreAdmin(ReadOnly, admin.ModelAdmin):
 
 
 @admin.register(WaitlistEntry)
-class WaitlistEntryAdmin(admin.ModelAdmin):
+class WaitlistEntryAdmin(TimesInUTCAdmin):
     list_display = ["customer", "shop", "created_at", "closed_at"]
+    ages = ("created_at",)  # waiting since
     list_filter = [("closed_at", admin.EmptyFieldListFilter), "shop"]
     list_select_related = ["customer", "shop"]
     search_fields = ["customer__name"]
@@ -113,8 +116,9 @@ class WaitlistEntryAdmin(admin.ModelAdmin):
 
 
 @admin.register(SlotOffer)
-class SlotOfferAdmin(ReadOnly, admin.ModelAdmin):
+class SlotOfferAdmin(ReadOnly, TimesInUTCAdmin):
     list_display = ["slot", "customer", "status", "offered_at", "expires_at", "responded_at"]
+    ages = ("offered_at", "expires_at")  # an offer lives minutes: how long ago, how soon
     list_filter = ["status"]
     list_select_related = ["slot__customer", "customer"]
     search_fields = ["customer__name"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -56,12 +57,21 @@ class ShopLimitForm(ShopForm, LimitForm):
     pass
 
 
+class ResolveForm(JobForm):
+    """No limit: every appointment that is due, within the time budget (the next run goes on from there)."""
+
+    limit = WholeNumberField(
+        low=1, cap=LIMIT_MAX, help_text=f"at most this many appointments (max {LIMIT_MAX}); empty: all that are due",
+        widget=forms.TextInput(attrs={"placeholder": "all"}),
+    )  # fmt: skip
+
+
 @job(
     name="resolve-outcomes",
     lock_id=482173,
     schedule="0 0 * * *",
     description="Give finished appointments their outcome (attended, no-show, cancellations).",
-    form=LimitForm,
+    form=ResolveForm,
     counters=outcomes.COUNTERS,
     backlog=outcomes.backlog,
     lag=timedelta(hours=26),  # a day between runs, and their grace
@@ -85,6 +95,17 @@ def expire_offers(ctx: Context) -> Result:
     return offers.expire_offers(ctx, limit=ctx.params["limit"])
 
 
+def recompute_kind(params: Mapping[str, Any], counters: Mapping[str, Any]) -> str:
+    """`full pass` or `incremental`: what a run did (its `full_pass` counter), or, before it tells, what was asked.
+
+    A run asked for nothing in particular is a full pass when one is due (a pass cut short, a new window
+    or rule): only its counters say so.
+    """
+    if "full_pass" in counters:
+        return "full pass" if counters["full_pass"] else "incremental"
+    return "full pass" if params.get("full") else "incremental"
+
+
 @job(
     name="recompute-scores",
     lock_id=482175,
@@ -94,6 +115,7 @@ def expire_offers(ctx: Context) -> Result:
     counters=scores.COUNTERS,
     also=(("0 3 * * 0", "full=1"),),  # a weekly full pass
     backlog=scores.backlog,
+    kind=recompute_kind,
 )
 def recompute_scores(ctx: Context) -> Result:
     return scores.recompute_scores(ctx, shop=ctx.params["shop"], full=ctx.params["full"])

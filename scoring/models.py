@@ -7,6 +7,8 @@ from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from jobs.timefmt import utc
+
 
 class Outcome(models.TextChoices):
     PENDING = "pending"
@@ -91,7 +93,7 @@ class Appointment(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.customer} at {self.starts_at:%Y-%m-%d %H:%M}"
+        return f"{self.customer} at {utc(self.starts_at)}"
 
     def clean(self) -> None:
         if self.customer_id and self.shop_id and self.customer.shop_id != self.shop_id:

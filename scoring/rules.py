@@ -8,6 +8,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
+from django.db.models import Case, F, Value, When
+
 from scoring.models import Outcome, Tier
 
 # Cancelling less than this before the start (or after it) is a late cancel.
@@ -59,3 +61,13 @@ def outcome_of(starts_at: datetime, checked_in_at: datetime | None, cancelled_at
     if cancelled_at is not None:
         return cancellation_outcome(starts_at, cancelled_at)
     return Outcome.ATTENDED if checked_in_at is not None else Outcome.NO_SHOW
+
+
+def outcome_in_sql() -> Case:
+    """outcome_of for set-based updates, computed by the database from each row's own times (the same rule)."""
+    return Case(
+        When(cancelled_at__gt=F("starts_at") - LATE_CANCEL_WINDOW, then=Value(Outcome.LATE_CANCEL.value)),
+        When(cancelled_at__isnull=False, then=Value(Outcome.CANCELLED.value)),
+        When(checked_in_at__isnull=False, then=Value(Outcome.ATTENDED.value)),
+        default=Value(Outcome.NO_SHOW.value),
+    )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import re
+from datetime import datetime, timedelta
 
 import pytest
 from django.contrib.auth.models import Group, Permission, User
@@ -13,12 +14,15 @@ from django.urls import reverse
 from django.utils import timezone
 
 from jobs.models import JobRun, Status, Trigger
+from jobs.registry import JOBS
 from jobs.runner import run_job
-from tests.framework.testjobs import TEST_LOCK_ID
+from jobs.timefmt import utc
+from tests.framework.testjobs import PASSES, TEST_LOCK_ID
 from tests.helpers import lock_held_elsewhere
 
 pytestmark = pytest.mark.django_db
 OVERVIEW = "/admin/jobs/"
+SECONDS = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"  # a time on these pages, to the second
 
 
 def staff(*perms: str, superuser: bool = False) -> Client:
@@ -227,3 +231,80 @@ def test_a_run_now_message_is_short_whatever_the_number_of_errors():
                            {"csrfmiddlewaretoken": page.cookies["csrftoken"].value}, follow=True)  # fmt: skip
     message = next(iter(response.context["messages"])).message
     assert message.startswith("failing-item: partial in ") and message.count("\n") <= 6
+
+
+@pytest.fixture
+def the_passes_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job that names the kinds of its runs (incremental, full pass), with a weekly full pass."""
+    monkeypatch.setitem(JOBS, PASSES.name, PASSES)
+
+
+def kinds(html: str) -> list[str]:
+    return re.findall(r'<td class="field-kind">([^<]*)</td>', html)
+
+
+def test_a_runs_kind_reads_as_its_job_names_it_and_jobs_that_name_none_keep_full(the_passes_job):
+    run_job("passes", trigger=Trigger.CRON)
+    run_job("passes", {"full": True}, trigger=Trigger.CRON)
+    run_job("passes", {"dry_run": True}, trigger=Trigger.CLI)
+    run_job("nightly", {"size": 1, "prefix": "only"}, trigger=Trigger.CLI)
+    run_job("nightly", {"size": 1}, trigger=Trigger.CLI)
+    html = staff(superuser=True).get(reverse("admin:jobs_jobrun_changelist")).content.decode()
+    assert kinds(html) == ["full", "prefix only", "dry run, incremental", "full pass", "incremental"]  # newest first
+
+
+def test_a_run_is_compared_with_the_last_success_of_its_own_kind_not_with_the_weekly_full_pass(the_passes_job):
+    yesterday = ran("passes", Status.SUCCEEDED, hours_ago=26, counters={"total": 10, "full_pass": 0})
+    full = ran(
+        "passes", Status.SUCCEEDED, hours_ago=25, counters={"total": 1000, "full_pass": 1}, params={"full": True}
+    )
+    today = ran("passes", Status.SUCCEEDED, hours_ago=2, counters={"total": 12, "full_pass": 0})
+    client = staff(superuser=True)
+    html = client.get(reverse("admin:jobs_jobrun_change", args=[today.pk])).content.decode()
+    assert f"previous incremental success (#{yesterday.pk})" in html
+    assert "⚠" not in html  # 10 -> 12; against the full pass it would be 1,000 -> 12 and full_pass 1 -> 0
+    html = client.get(reverse("admin:jobs_jobrun_change", args=[full.pk])).content.decode()
+    assert "<th>previous full pass success</th>" in html and "⚠" not in html  # the first of its kind
+
+
+def test_the_overview_shows_every_declared_schedule_in_words_with_the_kind_of_run_it_asks_for(the_passes_job):
+    html = row(staff(superuser=True).get(OVERVIEW).content.decode(), "passes")
+    assert "At 02:00 UTC <code>0 2 * * *</code> · incremental" in html
+    assert "At 03:00, only on Sunday UTC <code>0 3 * * 0</code> · full pass <code>?full=1</code>" in html
+    assert re.search(r"\d{4}-\d\d-\d\d 02:00 UTC</span>, in \d+ (s|min|h) · incremental", html)
+    assert re.search(r"\d{4}-\d\d-\d\d 03:00 UTC</span>, in \d+ (s|min|h|d) · full pass", html)
+
+
+def test_every_time_on_the_jobs_pages_reads_one_way_in_utc_with_its_age():
+    client = staff("view_jobrun", "run_job")
+    page = client.get(OVERVIEW)
+    response = client.post(
+        reverse("admin:jobs_run_now", args=["nightly"]),
+        {"size": "1", "csrfmiddlewaretoken": page.cookies["csrftoken"].value},
+        follow=True,
+    )
+    run = JobRun.objects.get()
+    detail = response.content.decode()
+    message = next(iter(response.context["messages"])).message
+    assert f"(run #{run.pk}, started {utc(run.started_at, seconds=True)})" in message
+    assert f"<td>now</td><td>{utc(datetime.fromisoformat(run.params['now']), seconds=True)}</td>" in detail
+    assert re.search(rf"{SECONDS}, \d+ s ago", detail)  # started, finished
+    overview = client.get(OVERVIEW).content.decode()
+    assert re.search(rf"now {SECONDS}", overview)
+    assert re.search(rf'<span class="when">{SECONDS}</span>, \d+ s ago, took', row(overview, "nightly"))
+    listing = client.get(reverse("admin:jobs_jobrun_changelist")).content.decode()
+    for html in (detail, overview, listing):
+        assert not re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d", html)  # no raw ISO
+        assert not re.search(r"\b[ap]\.m\.|\b(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*\.? \d", html)
+
+
+def test_an_abandoned_run_shows_when_its_process_was_last_seen_and_no_made_up_duration():
+    started_at = timezone.now() - timedelta(hours=30)
+    dead = JobRun.objects.create(job="nightly", trigger=Trigger.CRON, started_at=started_at, lock_id=TEST_LOCK_ID)
+    run_job("nightly", {"size": 1}, trigger=Trigger.CLI)
+    client = staff(superuser=True)
+    detail = client.get(reverse("admin:jobs_jobrun_change", args=[dead.pk])).content.decode()
+    assert f"last seen {utc(started_at, seconds=True)}, 30 h ago" in detail
+    assert '<div class="readonly">unknown</div>' in detail  # its duration
+    listing = client.get(reverse("admin:jobs_jobrun_changelist")).content.decode()
+    assert '<td class="field-took">unknown</td>' in listing

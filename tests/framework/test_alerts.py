@@ -119,7 +119,7 @@ def test_while_an_incident_stays_open_a_reminder_goes_every_repeat_period(settin
     sent = subjects("on-demand")
     assert len(sent) == 2 and sent[0].startswith("[jobs] on-demand is failing: ")
     assert (
-        sent[1].startswith("[jobs] on-demand is still failing (since ") and ", 26 h): " in sent[1]
+        sent[1].startswith("[jobs] on-demand is still failing (since ") and ", 26 h ago): " in sent[1]
     )  # since the failed run
 
 

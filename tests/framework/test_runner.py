@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import threading
 from datetime import timedelta
 
@@ -18,6 +19,7 @@ from tests.helpers import THIS_DATABASE, connect_elsewhere, lock_held_elsewhere,
 
 db = pytest.mark.django_db
 real_db = pytest.mark.django_db(transaction=True)
+WHEN = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"
 
 
 @db
@@ -171,9 +173,35 @@ def test_a_run_left_running_by_a_dead_process_is_marked_abandoned_by_the_next_ru
     dead.refresh_from_db()
     other_job.refresh_from_db()
     assert dead.status == Status.ABANDONED
-    assert dead.finished_at is not None
-    assert dead.errors == [f"abandoned: its process died mid-run; noticed by run #{run.pk}"]
+    [error] = dead.errors
+    assert re.fullmatch(rf"abandoned: its process died mid-run; noticed by run #{run.pk} at {WHEN}", error)
     assert other_job.status == Status.RUNNING  # another job's lock, another job's business
+
+
+@db
+def test_an_abandoned_run_ends_when_it_was_last_seen_not_when_a_later_run_noticed_it():
+    """With no lease to tell more (PostgreSQL: a run shows nothing before it commits), that is its start."""
+    started_at = timezone.now() - timedelta(days=1)
+    dead = JobRun.objects.create(job="nightly", trigger=Trigger.CRON, started_at=started_at, lock_id=TEST_LOCK_ID)
+    run_job("nightly", trigger=Trigger.CLI)
+    dead.refresh_from_db()
+    assert (dead.status, dead.finished_at, dead.duration_ms) == (Status.ABANDONED, started_at, None)
+
+
+@db
+def test_without_advisory_locks_the_lease_tells_when_an_abandoned_run_was_last_seen(on_postgres, settings):
+    if on_postgres:
+        pytest.skip("the lease is the lock on databases without advisory locks (SQLite)")
+    settings.JOBS_LEASE_SECONDS = 60
+    started_at = timezone.now() - timedelta(hours=2)
+    dead = JobRun.objects.create(job="nightly", trigger=Trigger.CRON, started_at=started_at, lock_id=TEST_LOCK_ID)
+    renewed = started_at + timedelta(minutes=7)  # its last renewal: the lease ran out a minute later
+    JobLease.objects.create(
+        lock_id=TEST_LOCK_ID, owner=f"run #{dead.pk} 0123abcd", expires_at=renewed + timedelta(seconds=60)
+    )
+    run_job("nightly", trigger=Trigger.CLI)
+    dead.refresh_from_db()
+    assert (dead.status, dead.finished_at, dead.duration_ms) == (Status.ABANDONED, renewed, None)
 
 
 @real_db

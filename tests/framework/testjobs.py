@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
+from typing import Any
 
 from django import forms
 from django.contrib.auth.models import Group
 from django.db import connection
 
 from jobs.context import Context, Result
-from jobs.forms import JobForm, WholeNumberField
+from jobs.forms import JobForm, TrueFalseField, WholeNumberField
 from jobs.registry import Job
 
 
@@ -81,6 +83,23 @@ def crashing(ctx: Context) -> Result:
     raise RuntimeError("the job itself broke")
 
 
+class PassForm(JobForm):
+    full = TrueFalseField(help_text="every item, not only the changed ones")
+
+
+def passes(ctx: Context) -> Result:
+    """Writes one group, or three on a full pass; says which it was."""
+    full = bool(ctx.params.get("full"))
+    for n in range(3 if full else 1):
+        Group.objects.create(name=f"pass {n} {ctx.now.isoformat()}")
+    return Result({"total": 3 if full else 1, "full_pass": int(full)})
+
+
+def kind_of_pass(params: Mapping[str, Any], counters: Mapping[str, Any]) -> str:
+    """What the run did, or before it tells, what it was asked."""
+    return "full pass" if counters.get("full_pass", params.get("full")) else "incremental"
+
+
 TEST_LOCK_ID = 990001
 JOBS_FOR_TESTS = [
     Job("nightly", TEST_LOCK_ID, write, "Writes groups every night.", "0 2 * * *", form=SizeForm,
@@ -93,3 +112,6 @@ JOBS_FOR_TESTS = [
     Job("crashing", 990007, crashing, "Raises."),
     Job("sharing", 990008, sharing, "Holds the shared thing, then waits for the test."),
 ]  # fmt: skip
+# A job that names the kinds of its runs; only the tests of that declare it (the_passes_job in test_admin.py).
+PASSES = Job("passes", 990009, passes, "Daily changed items, a weekly full pass.", "0 2 * * *", form=PassForm,
+             counters=("total", "full_pass"), also=(("0 3 * * 0", "full=1"),), kind=kind_of_pass)  # fmt: skip

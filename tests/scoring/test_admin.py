@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from jobs import report
 from jobs.models import JobRun, Trigger
+from jobs.runner import run_job
 from scoring.models import Appointment, CustomerScore, OfferStatus, SlotOffer, WaitlistEntry
 from scoring.offers import offer_loop, respond_to_offer
 from scoring.scores import recompute_scores
 from tests import factories as make
-from tests.framework.test_admin import OVERVIEW, staff
+from tests.framework.test_admin import OVERVIEW, row, staff
 from tests.helpers import outside_a_run
 
 pytestmark = pytest.mark.django_db
@@ -118,3 +121,54 @@ def undo_cancellation(slot: Appointment) -> dict[str, str]:
         "checked_in_at_0": "", "checked_in_at_1": "", "cancelled_at_0": "", "cancelled_at_1": "",
         "resolved_at_0": "", "resolved_at_1": "",
     }  # fmt: skip
+
+
+def test_the_domain_pages_show_times_as_the_jobs_pages_do_in_utc_with_ages_where_useful():
+    shop = make.shop()
+    owner, waiting = make.customer(shop, "Owner"), make.customer(shop, "Waiting")
+    past = make.appointment(owner, datetime(2026, 10, 12, 13, 15, tzinfo=UTC))
+    starts_at = timezone.now() + timedelta(days=1)
+    Appointment.objects.create(
+        shop=shop, customer=owner, starts_at=starts_at, ends_at=starts_at + timedelta(hours=1),
+        cancelled_at=timezone.now(),
+    )  # fmt: skip
+    WaitlistEntry.objects.create(shop=shop, customer=waiting, created_at=timezone.now() - timedelta(hours=3))
+    outside_a_run(offer_loop, timezone.now(), limit=200)
+    outside_a_run(recompute_scores, timezone.now())
+    client = staff(superuser=True)
+
+    def page(name: str, *args: object) -> str:
+        return client.get(reverse(f"admin:scoring_{name}", args=args)).content.decode()
+
+    appointments = page("appointment_changelist")
+    assert "2026-10-12 13:15 UTC" in appointments and "2026-10-12 13:45 UTC" in appointments  # its start, its end
+    assert re.search(
+        r"<td class=\"field-created_at\">\d{4}-\d\d-\d\d \d\d:\d\d UTC, 3 h ago", page("waitlistentry_changelist")
+    )
+    offers = page("slotoffer_changelist")
+    assert re.search(r"field-offered_at\">\d{4}-\d\d-\d\d \d\d:\d\d UTC, \d+ s ago", offers)
+    assert re.search(r"field-expires_at\">\d{4}-\d\d-\d\d \d\d:\d\d UTC, in 1\d min", offers)
+    assert (
+        f"Waiting at {starts_at:%Y-%m-%d %H:%M} UTC" not in offers
+        and f"Owner at {starts_at:%Y-%m-%d %H:%M} UTC" in offers
+    )
+    score = page("customerscore_change", owner.pk)  # read-only: Django's own display, in our format
+    assert re.search(r'<div class="readonly">\d{4}-\d\d-\d\d \d\d:\d\d UTC</div>', score)
+    edit = page("appointment_change", past.pk)  # a form: its time fields say they are UTC
+    assert 'value="2026-10-12"' in edit and 'value="13:15:00"' in edit and "In UTC." in edit
+    for html in (appointments, offers, score, edit):
+        assert not re.search(r"\b[ap]\.m\.|\b(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*\.? \d", html)
+
+
+def test_recompute_runs_are_named_by_what_they_did_and_the_overview_shows_the_weekly_full_pass():
+    shop = make.shop()
+    make.customer(shop)
+    first = run_job("recompute-scores", trigger=Trigger.CRON)  # nothing asked, but no full pass yet: one is due
+    daily = run_job("recompute-scores", trigger=Trigger.CRON)
+    weekly = run_job("recompute-scores", {"full": True}, trigger=Trigger.CRON)
+    one_shop = run_job("recompute-scores", {"shop": shop.pk}, trigger=Trigger.CLI)
+    named = [report.kind(run) for run in (first, daily, weekly, one_shop)]
+    assert named == ["full pass", "incremental", "full pass", f"shop {str(shop.pk)[:8]}…"]
+    html = row(staff(superuser=True).get(OVERVIEW).content.decode(), "recompute-scores")
+    assert "At 02:00 UTC <code>0 2 * * *</code> · incremental" in html
+    assert "At 03:00, only on Sunday UTC <code>0 3 * * 0</code> · full pass <code>?full=1</code>" in html

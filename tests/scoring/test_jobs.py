@@ -82,10 +82,15 @@ def test_a_one_shop_run_scores_only_that_shop_and_records_it():
     assert JobRun.objects.get().params["shop"] == str(shop.pk)
 
 
-@pytest.mark.parametrize(("query", "limit"), [("", 200), ("limit=1001", 1000)])
-def test_limit_defaults_to_200_and_is_capped_at_1000(query, limit):
-    response = Client().get(f"/api/jobs/resolve-outcomes?{query}", headers=BEARER)
-    assert response.status_code == 200 and JobRun.objects.get().params["limit"] == limit
+@pytest.mark.parametrize(
+    ("job", "query", "limit"),
+    [("resolve-outcomes", "", None), ("resolve-outcomes", "limit=1001", 1000), ("expire-offers", "", 200)],
+)
+def test_resolve_outcomes_has_no_limit_unless_given_a_given_limit_is_capped_at_1000_and_others_default_to_200(
+    job, query, limit
+):
+    response = Client().get(f"/api/jobs/{job}?{query}", headers=BEARER)
+    assert response.status_code == 200 and JobRun.objects.get().params.get("limit") == limit
 
 
 def test_a_dry_run_and_a_one_shop_run_after_a_failure_leave_the_job_failing(monkeypatch):

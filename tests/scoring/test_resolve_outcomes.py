@@ -1,15 +1,18 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 
 import pytest
-from django.db import connection, connections
+from django.db import connection, connections, models
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from jobs.models import Trigger
+from jobs.models import JobRun, Status, Trigger
 from jobs.runner import run_job
 from scoring import outcomes
+from scoring.jobs import LIMIT_MAX
 from scoring.models import Appointment, Outcome
 from tests import factories as make
 from tests.factories import NOW
@@ -19,7 +22,7 @@ GRACE = timedelta(minutes=60)
 
 
 def resolve_outcomes(now, **kwargs):
-    return outside_a_run(outcomes.resolve_outcomes, now, **{"limit": 200, **kwargs})
+    return outside_a_run(outcomes.resolve_outcomes, now, **kwargs)
 
 
 def pending(who, ends_ago: timedelta, **fields) -> Appointment:
@@ -68,6 +71,77 @@ def test_it_takes_the_oldest_first_up_to_the_limit_and_says_what_remains():
     assert (counters["total"], counters["resolved"], counters["remaining"]) == (2, 2, 3)
     resolved = set(Appointment.objects.exclude(outcome=Outcome.PENDING).values_list("id", flat=True))
     assert resolved == {rows[4].pk, rows[3].pk}  # the two that ended first
+
+
+@pytest.mark.django_db
+def test_without_a_limit_it_resolves_every_due_appointment_batch_after_batch():
+    who = make.customer()
+    rows = [pending(who, timedelta(hours=2, minutes=i)) for i in range(25)]
+    pending(who, GRACE - timedelta(minutes=1))  # not due yet
+    counters = resolve_outcomes(now=NOW, batch_size=10)
+    assert (counters["total"], counters["resolved"], counters["remaining"]) == (25, 25, 0)
+    assert Appointment.objects.filter(pk__in=[row.pk for row in rows], outcome=Outcome.NO_SHOW).count() == 25
+
+
+@pytest.mark.django_db
+def test_a_cron_run_takes_every_due_appointment_more_than_a_limit_could(settings):
+    settings.RESOLVE_OUTCOMES_BATCH_SIZE = 300
+    who = make.customer()
+    ends = [NOW - timedelta(hours=2, minutes=i) for i in range(LIMIT_MAX + 1)]
+    Appointment.objects.bulk_create(
+        Appointment(shop_id=who.shop_id, customer=who, starts_at=end - timedelta(minutes=30), ends_at=end)
+        for end in ends
+    )
+    run = run_job("resolve-outcomes", trigger=Trigger.CRON)
+    assert (run.status, run.counters["total"], run.counters["remaining"]) == ("succeeded", LIMIT_MAX + 1, 0)
+
+
+@pytest.mark.django_db
+def test_a_given_limit_caps_the_run_across_batches_oldest_first():
+    who = make.customer()
+    rows = [pending(who, timedelta(hours=2, minutes=i)) for i in range(25)]
+    counters = resolve_outcomes(now=NOW, limit=12, batch_size=5)
+    assert (counters["total"], counters["resolved"], counters["remaining"]) == (12, 12, 13)
+    resolved = set(Appointment.objects.exclude(outcome=Outcome.PENDING).values_list("id", flat=True))
+    assert resolved == {row.pk for row in rows[-12:]}  # the twelve that ended first
+
+
+@pytest.mark.django_db
+def test_a_batch_costs_the_same_queries_whatever_its_size():
+    who = make.customer()
+    for i in range(200):
+        pending(who, timedelta(hours=2, minutes=i))
+    with CaptureQueriesContext(connection) as small:
+        resolve_outcomes(now=NOW, limit=20, batch_size=10)  # 2 batches of 10
+    with CaptureQueriesContext(connection) as big:
+        resolve_outcomes(now=NOW, limit=180, batch_size=90)  # 2 batches of 90
+    assert len(big) == len(small) <= 12
+
+
+@pytest.mark.django_db
+def test_out_of_time_it_stops_between_batches_and_the_next_runs_go_on(settings):
+    settings.JOBS_TIME_BUDGET_SECONDS = 0  # spent as soon as the run starts: one batch per run
+    settings.RESOLVE_OUTCOMES_BATCH_SIZE = 4
+    who = make.customer()
+    for i in range(10):
+        pending(who, timedelta(hours=2, minutes=i))
+    runs = [run_job("resolve-outcomes", trigger=Trigger.CRON) for _ in range(3)]
+    assert [(run.status, run.counters["total"], run.counters["remaining"]) for run in runs] == [
+        ("partial", 4, 6), ("partial", 4, 2), ("succeeded", 2, 0),
+    ]  # fmt: skip
+    assert not any(run.errors for run in runs)
+
+
+@pytest.mark.django_db
+def test_a_row_that_fails_is_taken_once_and_the_run_goes_on_past_it():
+    who = make.customer()
+    bad = pending(who, timedelta(hours=10))  # the oldest: in the first batch
+    for i in range(6):
+        pending(who, timedelta(hours=2, minutes=i))
+    _refuse_updates_of(bad)
+    counters = resolve_outcomes(now=NOW, batch_size=3)
+    assert (counters["total"], counters["resolved"], counters["skipped"], counters["remaining"]) == (7, 6, 0, 1)
+    assert len(counters["errors"]) == 1 and counters["errors"][0].startswith(f"appointment {bad.pk}: ")
 
 
 @pytest.mark.django_db
@@ -149,3 +223,33 @@ def test_two_overlapping_runs_never_resolve_an_appointment_twice():
     counted = sum(r.counters["resolved"] + r.counters["backfilled"] for r in results)
     assert counted == 600 == Appointment.objects.exclude(outcome=Outcome.PENDING).count()
     assert sum(r.counters["skipped"] for r in results) == sum(r.counters["total"] for r in results) - 600
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_a_daily_run_clears_100000_due_appointments_in_one_call():
+    """The shipped schedule: once a day, no limit. 100,000 due (about six months of a 520-a-day backlog)."""
+    who = make.customer()
+    with connection.cursor() as cursor:  # a quarter of each outcome; every one ended at least 2 hours ago
+        cursor.execute(
+            f"""INSERT INTO {Appointment._meta.db_table}
+                (id, shop_id, customer_id, starts_at, ends_at, checked_in_at, cancelled_at, outcome, created_at)
+            SELECT gen_random_uuid(), %(shop)s, %(customer)s, e - interval '30 minutes', e,
+                CASE WHEN i %% 4 = 2 THEN e - interval '25 minutes' END,
+                CASE i %% 4 WHEN 0 THEN e - interval '2 hours' WHEN 1 THEN e - interval '3 days' END,
+                'pending', %(now)s
+            FROM generate_series(1, 100000) i,
+                LATERAL (SELECT %(now)s - interval '2 hours' - i * interval '1 minute') t(e)
+            """,
+            {"shop": who.shop_id, "customer": who.pk, "now": timezone.now()},
+        )
+    started = time.monotonic()
+    run = run_job("resolve-outcomes", trigger=Trigger.CRON)
+    seconds = time.monotonic() - started
+    print(f"\nresolve-outcomes: 100,000 due appointments in {seconds:.2f} s (run #{run.pk}: {run.counters})")
+    assert run.status == Status.SUCCEEDED, run.errors
+    assert run.counters == {"total": 100000, "resolved": 50000, "skipped": 0, "backfilled": 50000, "remaining": 0}
+    assert dict(Appointment.objects.values_list("outcome").annotate(n=models.Count("*")).order_by()) == {
+        Outcome.LATE_CANCEL: 25000, Outcome.CANCELLED: 25000, Outcome.ATTENDED: 25000, Outcome.NO_SHOW: 25000,
+    }  # fmt: skip
+    assert JobRun.objects.get().params.get("limit") is None

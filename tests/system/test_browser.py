@@ -58,6 +58,7 @@ def test_staff_see_late_and_failing_jobs_open_a_run_and_run_a_job_now(browser, l
         traceback="Traceback (most recent call last):\nRuntimeError: boom",
     )
     ran("expire-offers", Status.SUCCEEDED, hours_ago=0.02, counters={"total": 3, "expired": 3, "offered": 2})
+    ran("offer-loop", Status.SUCCEEDED, hours_ago=0.03, counters={"total": 13, "offered": 12, "exhausted": 1})
 
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.goto(f"{live_server.url}/admin/login/?next=/admin/jobs/")
@@ -75,6 +76,10 @@ def test_staff_see_late_and_failing_jobs_open_a_run_and_run_a_job_now(browser, l
     assert verdict("expire-offers") == "ok"
     assert verdict("prune-job-runs") == "late"  # never ran, and the ledger began 50 h ago
     assert page.locator('tr[data-job="resolve-outcomes"] .strip .cell').count() == 1
+    recompute = page.inner_text('tr[data-job="recompute-scores"]')
+    assert "At 03:00, only on Sunday UTC 0 3 * * 0 · full pass" in recompute  # the weekly full pass too
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 1400, f"the overview is {width} px wide at 1400 px"
     SCREENSHOT.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
 
