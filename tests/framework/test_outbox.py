@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from django.core import mail
+from django.core.management import call_command
 from django.utils import timezone
 
 from jobs import alerts, outbox
@@ -79,6 +80,20 @@ def test_a_claimed_message_is_left_to_its_sender_until_its_lease_runs_out(settin
     stale = OutboxMessage(pk=row.pk, attempts=1, lease_until=None)  # what a process read before the first claim
     assert not outbox.claim(stale, now + timedelta(hours=1))
     assert OutboxMessage.objects.get().attempts == 2
+
+
+def test_job_health_says_what_it_delivered_and_why_not_one_line_per_message_and_channel(capsys):
+    failed()
+    with pytest.raises(SystemExit):
+        call_command("job_health")
+    out = capsys.readouterr().out
+    lines = [line.split() for line in out.splitlines() if " on-demand opened (failing) by " in line]
+    assert sorted((line[0], line[5].rstrip(",")) for line in lines) == [("failed", "webhook"), ("sent", "email")], out
+    assert "ConnectionRefusedError" in out and "(attempt 1, after " in out and "next at " in out
+    with pytest.raises(SystemExit):
+        call_command("job_health")
+    out = capsys.readouterr().out
+    assert "waiting  on-demand opened (failing) by webhook, message " in out and ": next attempt at " in out
 
 
 def test_a_redirect_is_not_followed_its_status_is_the_error(settings):
