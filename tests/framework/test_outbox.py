@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import User
 from django.core import mail
 from django.core.management import call_command
+from django.test import Client
 from django.utils import timezone
 
 from jobs import alerts, outbox
@@ -94,6 +96,22 @@ def test_job_health_says_what_it_delivered_and_why_not_one_line_per_message_and_
         call_command("job_health")
     out = capsys.readouterr().out
     assert "waiting  on-demand opened (failing) by webhook, message " in out and ": next attempt at " in out
+
+
+def test_the_outbox_admin_lists_each_message_with_its_status_and_is_read_only(settings):
+    failed()
+    alerts.check(timezone.now())
+    client = Client()
+    client.force_login(User.objects.create_superuser("ops", password="pw-123-long"))
+    page = client.get("/admin/jobs/outboxmessage/").content.decode()
+    assert "delivered 20" in page and "(1 attempt)" in page
+    assert "retrying: 1 attempt, last: ConnectionRefusedError: " in page
+    retrying = client.get("/admin/jobs/outboxmessage/?status=retrying").content.decode()
+    assert "retrying: 1 attempt" in retrying and "delivered 20" not in retrying
+    row = OutboxMessage.objects.get(channel="webhook")
+    assert client.get(f"/admin/jobs/outboxmessage/{row.pk}/change/").status_code == 200
+    assert client.post(f"/admin/jobs/outboxmessage/{row.pk}/delete/").status_code == 403
+    assert client.get("/admin/jobs/outboxmessage/add/").status_code == 403
 
 
 def test_a_redirect_is_not_followed_its_status_is_the_error(settings):
