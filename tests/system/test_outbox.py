@@ -226,3 +226,22 @@ def test_the_lease_is_longer_than_an_attempt(settings):
     for seconds in (1, 10, 60):
         settings.JOBS_ALERT_SEND_SECONDS = seconds
         assert outbox.lease() >= timedelta(seconds=2 * seconds)
+
+
+@real_db
+def test_an_smtp_server_that_never_answers_costs_one_attempt_its_deadline_and_the_webhook_still_goes(settings):
+    settings.JOBS_ALERT_SEND_SECONDS = 1
+    settings.JOBS_ALERT_EMAILS = ["ops@example.com"]
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    failed_run()
+    with never_answering() as (smtp, _), receiver() as (url, posts):
+        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", int(smtp.split(":")[2].split("/")[0])
+        settings.JOBS_ALERT_WEBHOOK_URL = url
+        alerts.check(timezone.now(), send_for=0)  # decided, not sent: as job_health does
+        started = time.monotonic()
+        reports = {report.row.channel: report for report in outbox.send_due(timezone.now(), 30)}
+        took = time.monotonic() - started
+    print(f"one pass {took:.2f} s: {[report.line() for report in reports.values()]}")
+    assert reports["email"].outcome == "failed" and "TimeoutError: no answer within 1 s" in reports["email"].detail
+    assert reports["webhook"].outcome == "sent" and len(posts.bodies) == 1
+    assert took < 1 + 1
