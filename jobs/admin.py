@@ -437,3 +437,6 @@ def sparkline(runs: list[JobRun], width: int = 120, height: int = 24) -> SafeStr
         width, height, width, height, f"durations of the last {len(took)} runs: {duration(low)} to {duration(high)}",
         points,
     )  # fmt: skip
+
+
+from jobs import outbox_admin  # noqa: E402, F401  (the outbox's admin, a module of its own, beside this one)

@@ -3,30 +3,26 @@ every JOBS_ALERT_REPEAT_HOURS while it stays so, and one when it recovers.
 
 Checked at the end of every run of any job and on every health request, so lateness is noticed
 without a scheduler of our own. Each job's alert state is one JobAlert row, changed only by a
-conditional update on its version: of several processes checking at once, exactly one sends each
-message. A message that cannot be delivered never fails a job: it is logged and sent again at
-the next check.
+conditional update on its version: of several processes checking at once, exactly one decides each
+message, and writes it to the outbox in the same transaction (jobs/outbox.py). Whoever checks next
+delivers it, with a deadline, a lease and retries; a message that cannot be delivered never fails a job.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import urllib.error
-import urllib.parse
-import urllib.request
-from base64 import b64encode
-from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.core.mail import send_mail
+from django.db import transaction
 from django.db.models import F, Q
 from django.urls import reverse
 
+from jobs import outbox
 from jobs.health import FINISHED, JobHealth, ago, health, missed_runs, real_runs
 from jobs.models import JobAlert, Status
+from jobs.outbox import Message, webhook_host
 from jobs.registry import JOBS, Job
 from jobs.timefmt import when
 
@@ -34,32 +30,13 @@ logger = logging.getLogger("jobs")
 OK = "ok"
 
 
-@dataclass(frozen=True)
-class Message:
-    kind: str  # opened | reminder | recovered
-    job: str
-    verdict: str  # failing | late | ok
-    previous: str
-    run_id: int | None
-    reason: str
-    text: str
-    admin_url: str
+def check(now: datetime, *, send_for: float = outbox.REQUEST_SECONDS) -> list[JobHealth]:
+    """Compare every job's health with its alert state and queue what is due; then deliver what waits in the
+    outbox for at most `send_for` seconds in all (0: not now). Return the healths.
 
-    def webhook_body(self) -> dict[str, Any]:
-        """What Slack, Discord and the like show (`text`), and what a program reads (the rest)."""
-        return {
-            "text": f"{self.text} {self.admin_url}".strip(),
-            "job": self.job,
-            "verdict": self.verdict,
-            "previous": self.previous,
-            "runId": self.run_id,
-            "reason": self.reason,
-            "adminUrl": self.admin_url,
-        }
-
-
-def check(now: datetime) -> list[JobHealth]:
-    """Compare every job's health with its alert state, send what is due; return the healths."""
+    A message is written in the transaction of the conditional update that moves its job's alert state on:
+    both are committed, or neither; and nothing is sent before they are.
+    """
     JobAlert.objects.bulk_create([JobAlert(job=name) for name in JOBS], ignore_conflicts=True)
     states = {state.job: state for state in JobAlert.objects.filter(job__in=list(JOBS))}
     healths = []
@@ -71,8 +48,16 @@ def check(now: datetime) -> list[JobHealth]:
         if due is None:
             continue
         message, changes, channels = due
-        if JobAlert.objects.filter(job=job.name, version=state.version).update(version=F("version") + 1, **changes):
-            deliver(message, channels, job.name, state.version + 1)
+        with transaction.atomic():
+            if JobAlert.objects.filter(job=job.name, version=state.version).update(version=F("version") + 1, **changes):
+                outbox.queue(message, channels, now)
+                where = ", ".join(channels) or "nowhere: no channel is configured"
+                logger.info("alert for job %s decided, to be sent by %s: %s", job.name, where, message.text)
+    if send_for > 0:
+        try:
+            outbox.send_due(now, send_for)
+        except Exception:  # what is queued stays queued: the next check delivers it
+            logger.exception("alert delivery failed; the next check tries again")
     return healths
 
 
@@ -166,64 +151,6 @@ def configured_channels() -> list[str]:
     return ["email"] * bool(settings.JOBS_ALERT_EMAILS) + ["webhook"] * bool(settings.JOBS_ALERT_WEBHOOK_URL)
 
 
-def deliver(message: Message, channels: list[str], job: str, version: int) -> None:
-    """Send to each channel; whatever fails is kept on the alert row for the next check to send again."""
-    failed = []
-    for channel in channels:
-        try:
-            if channel == "email":
-                subject = f"[jobs] {message.text}"[:150]
-                send_mail(subject, f"{message.text}\n\n{message.admin_url}", None, settings.JOBS_ALERT_EMAILS)
-            else:
-                post_json(settings.JOBS_ALERT_WEBHOOK_URL, message.webhook_body())
-        except Exception as error:
-            by, what = ("email", error) if channel == "email" else (f"webhook to {webhook_host()}", why(error))
-            logger.warning("alert for job %s not delivered by %s: %s; trying again at the next check", job, by, what)
-            failed.append(channel)
-    if failed:
-        JobAlert.objects.filter(job=job, version=version).update(
-            undelivered={"message": asdict(message), "channels": failed}
-        )
-    else:
-        logger.info("alert for job %s sent (%s): %s", job, ", ".join(channels) or "no channel configured", message.text)
-
-
-def post_json(url: str, body: dict[str, Any]) -> None:
-    """POST `body` as JSON. Credentials in the URL (https://user:password@host/...) go as HTTP Basic auth:
-    urllib would take them for part of the host name, and put the password in its error message."""
-    target, auth = without_credentials(url)
-    request = urllib.request.Request(
-        target, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
-    )
-    for name, value in auth.items():
-        request.add_unredirected_header(name, value)  # not for whichever host a redirect points to
-    with urllib.request.urlopen(request, timeout=5) as response:
-        response.read()
-
-
-def without_credentials(url: str) -> tuple[str, dict[str, str]]:
-    """The URL without its userinfo, and the Authorization header that carries it (percent-decoded)."""
-    parts = urllib.parse.urlsplit(url)
-    userinfo, at, host = parts.netloc.rpartition("@")
-    if not at:
-        return url, {}
-    user, _, password = userinfo.partition(":")
-    pair = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}".encode()
-    return urllib.parse.urlunsplit(parts._replace(netloc=host)), {"Authorization": f"Basic {b64encode(pair).decode()}"}
-
-
-def why(error: Exception) -> str:
-    """Why a webhook POST failed, in words that cannot hold the URL's secrets (its path, its password).
-
-    An HTTP status, or a network error (refused, timed out, name unknown, certificate): those name
-    the host at most. Any other error (an InvalidURL quotes the URL) is named by its type alone.
-    """
-    if isinstance(error, urllib.error.HTTPError):
-        return f"HTTP {error.code}"
-    reason = error.reason if isinstance(error, urllib.error.URLError) else error
-    return f"{type(reason).__name__}: {reason}" if isinstance(reason, OSError) else type(error).__name__
-
-
 def destinations() -> str:
     """Where alerts go, in words (for `make demo` and the job_health command). A webhook's path is a secret."""
     where = []
@@ -233,8 +160,3 @@ def destinations() -> str:
     if settings.JOBS_ALERT_WEBHOOK_URL:
         where.append(f"a JSON POST to {webhook_host()}")
     return " and ".join(where) or "nowhere yet (set JOBS_ALERT_EMAILS and/or JOBS_ALERT_WEBHOOK_URL)"
-
-
-def webhook_host() -> str:
-    """All that is ever shown of the webhook's URL: its path and any credentials in it are secrets."""
-    return urllib.parse.urlsplit(settings.JOBS_ALERT_WEBHOOK_URL).hostname or "?"

@@ -12,7 +12,7 @@ from jobs.retention import prune_job_runs
     lock_id=482177,
     schedule="30 4 * * *",
     description="Delete job runs older than the retention period.",
-    counters=("deleted", "remaining"),
+    counters=("deleted", "remaining", "messages_deleted"),
 )
 def prune(ctx: Context) -> Result:
     return prune_job_runs(ctx)

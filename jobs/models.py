@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -95,3 +97,44 @@ class JobAlert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job}: {self.verdict}"
+
+
+class Channel(models.TextChoices):
+    EMAIL = "email", "e-mail"
+    WEBHOOK = "webhook", "webhook"
+
+
+class OutboxMessage(models.Model):
+    """A message to the outside (an alert) on one channel: written in the transaction that decided it, and
+    delivered afterwards by whichever process checks next, under a lease, with retries (jobs/outbox.py).
+
+    Its id goes with it (`id` in the webhook's JSON, the e-mail's Message-ID), the same on every attempt,
+    so that a receiver can drop a repeat: delivery is at least once.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    job = models.CharField(max_length=64)
+    kind = models.CharField(max_length=16, help_text="opened, reminder or recovered")
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    content = models.JSONField(help_text="The message itself (jobs.outbox.Message), as it was decided.")
+    created_at = models.DateTimeField()
+    attempts = models.PositiveIntegerField(default=0, help_text="Attempts started (claims), the last one included.")
+    next_attempt_at = models.DateTimeField(help_text="Not tried again before this (the backoff).")
+    lease_until = models.DateTimeField(
+        null=True, blank=True, help_text="Being sent: no other process takes it before this."
+    )
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True, help_text="Why the last failed attempt failed.")
+
+    class Meta:
+        ordering = ["-created_at", "id"]
+        indexes = [
+            # Every check reads the messages still to send: a small index, whatever the number delivered.
+            models.Index(fields=["created_at"], condition=Q(delivered_at__isnull=True), name="outbox_waiting"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(channel__in=Channel.values), name="outbox_channel_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job} {self.kind} by {self.channel} ({self.pk})"

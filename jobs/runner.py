@@ -68,7 +68,8 @@ def run_job(
        traceback stored). On PostgreSQL this write is part of the run's transaction: the
        work and its record commit together, or the row stays `running` and is later
        marked `abandoned`. The lock is released on leaving the block, whatever happened.
-    7. Check every job's health and send the alerts that are due (jobs/alerts.py).
+    7. Check every job's health, queue the alerts that are due (jobs/alerts.py), and deliver what waits in
+       the outbox for at most 2 s (jobs/outbox.py): an attempt that takes longer finishes in its thread.
     """
     job = get_job(job) if isinstance(job, str) else job
     run = _run(job, {**clean(job.name, job.form, {}), **(params or {})}, trigger, user, origin)

@@ -67,8 +67,8 @@ def health(request: HttpRequest) -> JsonResponse:
     """Every job's verdict, for an uptime monitor: 200 when none is late, behind, blocked or failing, else 503
     with the worst of those as the status.
 
-    Each request also checks lateness and sends the alerts that are due, so a job that stops
-    arriving is noticed even when nothing else runs.
+    Each request also checks lateness and queues the alerts that are due, so a job that stops
+    arriving is noticed even when nothing else runs; it delivers what waits for at most 2 s in all.
     """
     if denied := authenticate(request, internal=False):
         return denied

@@ -235,6 +235,9 @@ JOBS_ALERT_EMAILS: list[str] = _read("JOBS_ALERT_EMAILS", _emails, [], "a comma-
 JOBS_ALERT_WEBHOOK_URL = _read("JOBS_ALERT_WEBHOOK_URL", _url, "", "an http(s) URL")
 JOBS_ALERT_AFTER_FAILURES = _read("JOBS_ALERT_AFTER_FAILURES", _int(1, 100), 1, "a whole number from 1 to 100")
 JOBS_ALERT_REPEAT_HOURS = _read("JOBS_ALERT_REPEAT_HOURS", _int(1, 720), 24, "a whole number of hours from 1 to 720")
+# One attempt to deliver an alert ends within this, connect, send and read together. A sender that dies mid-attempt
+# leaves the message to the next check after 3 x this (its lease).
+JOBS_ALERT_SEND_SECONDS = _read("JOBS_ALERT_SEND_SECONDS", _int(1, 60), 10, "a whole number of seconds from 1 to 60")
 # Where the admin is, for links in alerts (Vercel's production host when not set).
 SITE_URL = _read(
     "SITE_URL",

@@ -73,13 +73,13 @@ def lock_is_free(lock_id: int) -> bool:
     """Whether another connection could take the lock right now (and nothing is left behind)."""
     if connection.vendor == "postgresql":
         with connect_elsewhere() as other:
-            left = other.execute(
+            (left,) = other.execute(
                 f"SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND {THIS_DATABASE}",
                 [lock_id % 2**32],
-            ).fetchone()[0]
-            taken = other.execute("SELECT pg_try_advisory_lock(%s)", [lock_id]).fetchone()[0]
+            ).fetchone() or (None,)
+            (taken,) = other.execute("SELECT pg_try_advisory_lock(%s)", [lock_id]).fetchone() or (None,)
             other.execute("SELECT pg_advisory_unlock_all()")
-            return left == 0 and taken
+            return left == 0 and bool(taken)
     return not JobLease.objects.filter(lock_id=lock_id).exists()
 
 

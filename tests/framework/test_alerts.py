@@ -14,7 +14,7 @@ from django.test import Client
 from django.utils import timezone
 
 from jobs import alerts
-from jobs.models import JobAlert, JobRun, Status, Trigger
+from jobs.models import JobRun, OutboxMessage, Status, Trigger
 from jobs.runner import run_job
 from tests.helpers import free_port, webhook_receiver
 
@@ -123,24 +123,32 @@ def test_while_an_incident_stays_open_a_reminder_goes_every_repeat_period(settin
     )  # since the failed run
 
 
-def test_a_webhook_that_is_down_fails_no_job_and_the_alert_is_sent_at_the_next_check(settings):
+def test_a_webhook_that_is_down_fails_no_job_and_the_alert_is_sent_at_the_first_check_after_its_retry_time(settings):
     port = free_port()
     settings.JOBS_ALERT_EMAILS = []
     settings.JOBS_ALERT_WEBHOOK_URL = f"http://127.0.0.1:{port}/hook"
     run = run_job("crashing", trigger=Trigger.CLI)
     assert run.status == Status.FAILED  # as it would be without alerts
-    assert JobAlert.objects.get(job="crashing").undelivered["channels"] == ["webhook"]
+    waiting = OutboxMessage.objects.get(job="crashing")
+    assert (waiting.channel, waiting.attempts, waiting.delivered_at) == ("webhook", 1, None)
+    assert waiting.last_error.startswith("ConnectionRefusedError: ")
+    assert timedelta(seconds=59) < waiting.next_attempt_at - waiting.created_at < timedelta(seconds=61)
     with webhook_receiver(port) as (_, received):
         alerts.check(timezone.now())
-        alerts.check(timezone.now())
+        assert received == []  # not before its retry time
+        later = timezone.now() + timedelta(minutes=1, seconds=1)
+        alerts.check(later)
+        alerts.check(later)
     assert len(received) == 1
     body = received[0]
-    assert {key: body[key] for key in ("job", "verdict", "previous", "runId")} == {
-        "job": "crashing", "verdict": "failing", "previous": "ok", "runId": run.pk
+    assert {key: body[key] for key in ("id", "kind", "job", "verdict", "previous", "runId")} == {
+        "id": str(waiting.pk), "kind": "opened", "job": "crashing", "verdict": "failing", "previous": "ok",
+        "runId": run.pk,
     }  # fmt: skip
     assert body["reason"] == "RuntimeError: the job itself broke"
     assert body["text"].startswith("crashing is failing: ") and body["adminUrl"].endswith(f"/jobrun/{run.pk}/change/")
-    assert JobAlert.objects.get(job="crashing").undelivered == {}
+    sent = OutboxMessage.objects.get(job="crashing")
+    assert sent.attempts == 2 and later <= sent.delivered_at < later + timedelta(seconds=2)
 
 
 def test_a_webhook_url_with_credentials_is_sent_with_basic_auth_and_no_log_line_shows_them(settings, caplog):
@@ -151,7 +159,7 @@ def test_a_webhook_url_with_credentials_is_sent_with_basic_auth_and_no_log_line_
     settings.JOBS_ALERT_WEBHOOK_URL = f"http://hook%40ops:pa%3Ass%2Fw0rd@127.0.0.1:{port}/hook/path-secret-token"
     run_job("crashing", trigger=Trigger.CLI)  # nothing listens yet: not delivered, logged
     with webhook_receiver(port) as (_, received):
-        alerts.check(timezone.now())
+        alerts.check(timezone.now() + timedelta(minutes=1))  # the first retry
     assert received.paths == ["/hook/path-secret-token"] and received[0]["job"] == "crashing"
     assert received.headers[0]["Authorization"] == "Basic " + b64encode(b"hook@ops:pa:ss/w0rd").decode()
     logged = "\n".join(record.getMessage() for record in caplog.records)
@@ -169,7 +177,7 @@ def test_an_undelivered_webhook_is_logged_by_its_host_and_error_never_its_path(s
         run_job("crashing", trigger=Trigger.CLI)
     warnings = [r.getMessage() for r in caplog.records if "not delivered" in r.getMessage()]
     assert warnings == [
-        "alert for job crashing not delivered by webhook to 127.0.0.1: InvalidURL; trying again at the next check"
+        "alert for job crashing not delivered by webhook to 127.0.0.1: InvalidURL; attempt 1, the next in 1 min"
     ]
     assert not any("path-secret-token" in r.getMessage() or "pw-secret-42" in r.getMessage() for r in caplog.records)
 

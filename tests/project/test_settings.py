@@ -73,6 +73,7 @@ def test_check_deploy_warns_about_missing_job_secrets():
         ("RECOMPUTE_SCORES_WINDOW_DAYS", "\u0663\u0660"),  # Arabic-Indic digits
         ("RECOMPUTE_SCORES_LOCK_ID", "+482175"),
         ("JOBS_LEASE_SECONDS", "900"),  # a killed run would block its job for 15 minutes
+        ("JOBS_ALERT_SEND_SECONDS", "600"),  # a killed sender's alert would wait 30 minutes for its lease
     ],
 )
 def test_a_malformed_variable_stops_start_up_naming_it_and_not_its_value(name, value):
