@@ -47,6 +47,7 @@ from django.db import connections
 from django.db.models import F, Q
 
 from jobs.models import Channel, OutboxMessage
+from jobs.timefmt import utc
 
 logger = logging.getLogger("jobs")
 
@@ -128,7 +129,7 @@ def send_due(now: datetime, seconds: float) -> list[Report]:
             reports[row.pk] = Report(row, "waiting", _held(row, held[row.channel]))
         elif row.next_attempt_at > at:
             backing_off.setdefault(row.channel, []).append(row)
-            reports[row.pk] = Report(row, "waiting", f"next attempt at {stamp(row.next_attempt_at)}{_after(row)}")
+            reports[row.pk] = Report(row, "waiting", f"next attempt at {utc(row.next_attempt_at)}{_after(row)}")
         elif left <= 0:
             reports[row.pk] = Report(row, "waiting", "due; no time left in this check")
         elif not claim(row, at):
@@ -158,7 +159,7 @@ def _leased(row: OutboxMessage, now: datetime) -> bool:
 
 def _held(row: OutboxMessage, why: str) -> str:
     if row.lease_until is not None and why.startswith(f"message {row.pk} "):
-        return f"being sent (attempt {row.attempts}); left to its sender until {stamp(row.lease_until)}"
+        return f"being sent (attempt {row.attempts}); left to its sender until {utc(row.lease_until)}"
     return f"not tried now: {why}"
 
 
@@ -271,11 +272,7 @@ def record(row: OutboxMessage, error: Exception | None, at: datetime, took: floa
     wait = f"{retry.seconds // 60} min" if retry < LAST_RETRY else "1 h"
     logger.warning("alert for job %s not delivered by %s: %s; attempt %d, the next in %s", row.job, by, reason,
                    row.attempts, wait)  # fmt: skip
-    return Report(row, "failed", f"{reason} (attempt {row.attempts}, after {took:.1f} s); next at {stamp(at + retry)}")
-
-
-def stamp(moment: datetime) -> str:
-    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+    return Report(row, "failed", f"{reason} (attempt {row.attempts}, after {took:.1f} s); next at {utc(at + retry)}")
 
 
 # Delivery ---------------------------------------------------------------------------------------------------
