@@ -314,8 +314,9 @@ class Deadline:
         try:
             send()
         except Exception as error:
-            # A socket's own timeout is what remained of the deadline: whichever fires first, it is the deadline.
-            if self.expired or isinstance(error, TimeoutError):
+            # A socket's own timeout is what remained of the deadline: whichever fires first, it is the deadline
+            # (smtplib words it "Connection unexpectedly closed: timed out": the timeout is in the error's chain).
+            if self.expired or _timed_out(error):
                 raise TimeoutError(f"no answer within {self.seconds:g} s") from error
             raise
         finally:
@@ -330,6 +331,14 @@ class Deadline:
                     # socket.socket's own shutdown: an SSLSocket's would also drop its TLS state under its reader.
                     with contextlib.suppress(OSError):  # not connected yet, or already closed
                         socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _timed_out(error: BaseException | None) -> bool:
+    while error is not None:
+        if isinstance(error, TimeoutError):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def deliver(row: OutboxMessage, deadline: Deadline, *, url: str, emails: list[str], sender: str) -> None:
