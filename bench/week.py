@@ -10,15 +10,21 @@ which is dropped and created). The incidents:
 1. Tuesday 03:55: Vercel stops calling expire-offers until 06:00 (late, then recovered with the runs missed).
 2. Wednesday 10:00-11:00: another database session holds expire-offers' lock (blocked, naming the holder).
 3. Thursday to Saturday: resolve-outcomes is called with `?limit=20`, fewer than end each day (behind).
+4. Thursday 16:00-20:00: the alert webhook accepts and never answers (the requests must not wait on it; the
+   alert arrives once it answers again). E-mail goes to a locmem outbox, the webhook to a real local server.
 """
 
 from __future__ import annotations
 
+import http.server
 import json
 import logging
 import os
 import sys
 import tempfile
+import threading
+import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -31,7 +37,12 @@ SECRET = "week-simulation-cron-secret-0123456789"
 
 def main() -> None:
     url = os.environ.get("WEEK_DATABASE_URL") or f"sqlite:///{tempfile.mkdtemp(prefix='week-')}/week.sqlite3"
-    os.environ.update(DATABASE_URL=url, CRON_SECRET=SECRET, DEBUG="true", JOBS_ALERT_EMAILS="ops@example.com")
+    hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Webhook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    os.environ.update(
+        DATABASE_URL=url, CRON_SECRET=SECRET, DEBUG="true", JOBS_ALERT_EMAILS="ops@example.com",
+        JOBS_ALERT_WEBHOOK_URL=f"http://127.0.0.1:{hook.server_port}/hook", JOBS_ALERT_SEND_SECONDS="3",
+    )  # fmt: skip
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
     sys.path.insert(0, str(ROOT))
     import django
@@ -76,15 +87,50 @@ def week(url: str) -> None:
             if path is None:
                 continue
             clock.move_to(at + timedelta(seconds=30 if path == "/api/jobs/health" else 7))  # Vercel starts late
+            if (at - START).days == 3 and 16 <= at.hour < 20:  # 4.
+                HANGING.set()
+            else:
+                HANGING.clear()
+            began = time.monotonic()
             with held(at):
                 client.get(path)
+            if HANGING.is_set():
+                SLOWEST[0] = max(SLOWEST[0], time.monotonic() - began)
+            for sending in threading.enumerate():  # an attempt the request left running ends (within its deadline)
+                if sending.name.startswith("outbox "):  # before the simulated clock moves on
+                    sending.join()
             for message in mail.outbox[seen:]:
-                print(f"{at:%a %H:%M}  {message.subject.removeprefix('[jobs] ')}")
+                print(f"{at:%a %H:%M}  e-mail   {message.subject.removeprefix('[jobs] ')}")
             seen = len(mail.outbox)
+            while RECEIVED:
+                got = RECEIVED.popleft()
+                print(f"{at:%a %H:%M}  webhook  #{got['id']} {got['text'].split(' http')[0][:100]}")
         final = json.loads(client.get("/api/jobs/health").content)
-    print(f"\nhealth at the end: {final['status']}")
+    print(f"\nslowest request while the webhook hung: {SLOWEST[0]:.2f} s")
+    print(f"health at the end: {final['status']}")
     for name, entry in final["jobs"].items():
         print(f"  {name:<17} {entry['verdict']}")
+
+
+HANGING = threading.Event()
+RECEIVED: deque[dict[str, str]] = deque()
+SLOWEST = [0.0]
+
+
+class Webhook(http.server.BaseHTTPRequestHandler):
+    """The alert webhook: answers at once, or (incident 4) takes the POST and never answers."""
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if HANGING.is_set():
+            time.sleep(10)  # far past the sender's deadline: it gives up and tries again later
+            return
+        RECEIVED.append(body)
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
 
 
 def _fires(cron: Iterator[datetime], end: datetime) -> Iterator[datetime]:
