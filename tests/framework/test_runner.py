@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -51,15 +53,17 @@ def test_it_skips_when_another_session_holds_the_lock():
     assert not Group.objects.exists()
 
 
-@real_db
-def test_a_second_run_while_the_first_is_running_is_skipped(on_postgres):
+@contextmanager
+def first_run_waiting(job: str) -> Iterator[list[JobRun]]:
+    """A cron run of `job` (one that waits for the test) in a thread of its own, until the block ends; yields
+    the list its run is put in once it ends."""
     testjobs.started.clear()
     testjobs.release.clear()
     first: list[JobRun] = []
 
     def run_first() -> None:
         try:
-            first.append(run_job("blocking", trigger=Trigger.CRON))
+            first.append(run_job(job, trigger=Trigger.CRON))
         finally:
             connections.close_all()
 
@@ -67,6 +71,15 @@ def test_a_second_run_while_the_first_is_running_is_skipped(on_postgres):
     thread.start()
     try:
         assert testjobs.started.wait(10)
+        yield first
+    finally:
+        testjobs.release.set()
+        thread.join(10)
+
+
+@real_db
+def test_a_second_run_while_the_first_is_running_is_skipped(on_postgres):
+    with first_run_waiting("blocking") as first:
         if on_postgres:  # visible to everyone as a plain advisory lock on the job's key
             with connect_elsewhere() as other:
                 row = other.execute(
@@ -76,9 +89,6 @@ def test_a_second_run_while_the_first_is_running_is_skipped(on_postgres):
         second = run_job("blocking", trigger=Trigger.CLI)
         assert second.status == Status.SKIPPED
         assert second.held_by == f"run #{JobRun.objects.order_by('id').first().pk}"  # one of ours, named
-    finally:
-        testjobs.release.set()
-        thread.join(10)
     assert first[0].status == Status.SUCCEEDED
     assert list(JobRun.objects.order_by("id").values_list("status", flat=True)) == ["succeeded", "skipped"]
     assert lock_is_free(990005)
@@ -86,20 +96,7 @@ def test_a_second_run_while_the_first_is_running_is_skipped(on_postgres):
 
 @real_db
 def test_a_run_under_another_lock_id_is_skipped_when_what_it_shares_is_held(on_postgres):
-    testjobs.started.clear()
-    testjobs.release.clear()
-    first: list[JobRun] = []
-
-    def run_first() -> None:
-        try:
-            first.append(run_job("sharing", trigger=Trigger.CRON))
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run_first)
-    thread.start()
-    try:
-        assert testjobs.started.wait(10)
+    with first_run_waiting("sharing") as first:
         second = run_job("sharing", {"lock_id": 990009}, trigger=Trigger.CLI)  # its own lock is free
         holder = f"run #{JobRun.objects.order_by('id').first().pk}"
         assert report.body(second) == {
@@ -107,9 +104,6 @@ def test_a_run_under_another_lock_id_is_skipped_when_what_it_shares_is_held(on_p
             "heldBy": holder, "held": "the shared thing",
         }  # fmt: skip
         assert report.summary(second).endswith(f": the shared thing is held by {holder}")
-    finally:
-        testjobs.release.set()
-        thread.join(10)
     assert first[0].status == Status.SUCCEEDED
     assert Group.objects.count() == 1  # the first run's: the second wrote nothing
     assert lock_is_free(990008) and lock_is_free(990009)
