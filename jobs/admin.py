@@ -124,7 +124,7 @@ def ended(run: JobRun, *, with_age: bool = False) -> str:
 
 
 class JobFilter(admin.SimpleListFilter):
-    """The registry's jobs, without a DISTINCT over the whole ledger."""
+    """The registry's jobs, without a DISTINCT over the whole table (the ledger, the outbox)."""
 
     title = "job"
     parameter_name = "job"
@@ -132,7 +132,7 @@ class JobFilter(admin.SimpleListFilter):
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         return [(name, name) for name in JOBS]
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet[JobRun]) -> QuerySet[JobRun]:
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         return queryset.filter(job=self.value()) if self.value() else queryset
 
 

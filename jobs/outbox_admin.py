@@ -13,9 +13,8 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from jobs.admin import timestamp
+from jobs.admin import JobFilter, timestamp
 from jobs.models import OutboxMessage
-from jobs.registry import JOBS
 
 
 def status(obj: OutboxMessage) -> str:
@@ -42,17 +41,6 @@ class StatusFilter(admin.SimpleListFilter):
         if self.value() == "retrying":
             return queryset.filter(delivered_at__isnull=True, attempts__gt=0)
         return queryset
-
-
-class JobFilter(admin.SimpleListFilter):
-    title = "job"
-    parameter_name = "job"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(name, name) for name in JOBS]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[OutboxMessage]) -> QuerySet[OutboxMessage]:
-        return queryset.filter(job=self.value()) if self.value() else queryset
 
 
 @admin.register(OutboxMessage)
