@@ -123,6 +123,20 @@ def ended(run: JobRun, *, with_age: bool = False) -> str:
     return f"last seen {text}" if run.status == Status.ABANDONED else text
 
 
+class ReadOnly:
+    """Written by the system, never by hand: nobody adds, edits or deletes a row (the ledger, the outbox, derived
+    data)."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 class JobFilter(admin.SimpleListFilter):
     """The registry's jobs, without a DISTINCT over the whole table (the ledger, the outbox)."""
 
@@ -137,7 +151,7 @@ class JobFilter(admin.SimpleListFilter):
 
 
 @admin.register(JobRun)
-class JobRunAdmin(admin.ModelAdmin):
+class JobRunAdmin(ReadOnly, admin.ModelAdmin):  # only the prune-job-runs job deletes runs
     list_display = [
         "run", "status_badge", "job", "kind", "trigger", "started", "took", "counters_headline", "error_count", "why",
     ]  # fmt: skip
@@ -151,16 +165,6 @@ class JobRunAdmin(admin.ModelAdmin):
         "status_badge", "why", "job", "kind", "trigger", "triggered_by", "started_on_page", "finished", "took",
         "lock_id", "params_table", "counters_table", "errors_list", "traceback_text", "neighbours",
     ]  # fmt: skip
-
-    # Runs are immutable for everyone: only the prune-job-runs job deletes them.
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
         if not search_term:

@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from jobs.admin import JobFilter, timestamp
+from jobs.admin import JobFilter, ReadOnly, timestamp
 from jobs.models import OutboxMessage
 
 
@@ -44,7 +44,7 @@ class StatusFilter(admin.SimpleListFilter):
 
 
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(admin.ModelAdmin):
+class OutboxMessageAdmin(ReadOnly, admin.ModelAdmin):  # written by the alert check, changed by its senders
     list_display = ["created", "job", "kind", "channel", "state", "text"]
     list_filter = [StatusFilter, JobFilter, "channel", "kind"]
     search_fields = ["job"]
@@ -52,16 +52,6 @@ class OutboxMessageAdmin(admin.ModelAdmin):
     list_per_page = 50
     show_full_result_count = False
     fields = ["id", "job", "kind", "channel", "state", "created", "delivered", "next_attempt", "text", "run"]
-
-    # Written by the alert check, changed only by its senders: nobody edits or deletes a message by hand.
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
         if not search_term:

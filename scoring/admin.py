@@ -11,22 +11,9 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from jobs.admin import TimesInUTCAdmin
+from jobs.admin import ReadOnly, TimesInUTCAdmin
 from scoring.models import Appointment, Customer, CustomerScore, Shop, SlotOffer, WaitlistEntry
 from scoring.offers import OfferError, respond_to_offer
-
-
-class ReadOnly:
-    """Derived data: written by the jobs, never by hand."""
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Shop)
