@@ -29,6 +29,12 @@ class Shop(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=200)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    grace_days = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="Forgive a customer's no-show by itself when they had no other in this many days before it "
+        "(applied by recompute-scores). Empty: off.",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -44,6 +50,10 @@ class Customer(models.Model):
     email = models.EmailField(blank=True)
     phone = models.CharField(max_length=40, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # A tier staff set by hand (scoring.adjustments): the effective tier while `pinned_until` (a UTC date,
+    # inclusive) has not passed; the computed score is kept. The reason is in the adjustment log.
+    pinned_tier = models.CharField(max_length=16, choices=Tier.choices, blank=True, default="", db_default="")
+    pinned_until = models.DateField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -63,6 +73,8 @@ class Appointment(models.Model):
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.PENDING)
     resolved_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # Counts in no score (scoring.adjustments); who forgave it, when and why is in the adjustment log.
+    forgiven = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         ordering = ["-starts_at"]
@@ -119,6 +131,43 @@ class Appointment(models.Model):
         if not stored.values_list("pk").first():
             return False
         return SlotOffer.objects.filter(slot_id=self.pk, status=OfferStatus.ACCEPTED).exists()
+
+
+class Action(models.TextChoices):
+    FORGIVE = "forgive"
+    UNFORGIVE = "unforgive", "Undo forgive"
+    PIN = "pin", "Pin tier"
+    UNPIN = "unpin", "End pin"
+
+
+class Adjustment(models.Model):
+    """The append-only log of what staff (or a shop's grace rule) changed by hand: every forgiveness, undo
+    and pin, with who, when and why. Rows outlive their customer and appointment (ids, no foreign keys in
+    the database)."""
+
+    id = models.BigAutoField(primary_key=True)
+    at = models.DateTimeField(default=timezone.now, editable=False)
+    by = models.CharField(max_length=150, help_text="The staff user, or the shop's grace rule.")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    shop = models.ForeignKey(Shop, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    customer = models.ForeignKey(Customer, on_delete=models.DO_NOTHING, db_constraint=False, related_name="adjustments")
+    appointment = models.ForeignKey(
+        Appointment, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="adjustments"
+    )
+    tier = models.CharField(max_length=16, choices=Tier.choices, blank=True)
+    until = models.DateField(null=True, blank=True)
+    reason = models.TextField()
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        permissions = [
+            ("forgive", "Can forgive a no-show or late cancel"),
+            ("pin_tier", "Can pin a customer's tier"),
+        ]
+        indexes = [models.Index(fields=["customer", "-at"], name="adjustment_customer")]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} by {self.by} at {utc(self.at)}"
 
 
 class CustomerScore(models.Model):
