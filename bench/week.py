@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 ROOT = Path(__file__).resolve().parent.parent
 START = datetime(2026, 11, 30, 0, 0, tzinfo=UTC)  # a Monday
@@ -71,11 +72,15 @@ def week(url: str) -> None:
     call_command("migrate", verbosity=0)
     with time_machine.travel(START - timedelta(days=1), tick=False):
         demo.seed(shops=20, customers=1000, appointments=20000, seed=7, now=START - timedelta(days=1))
-    crons = json.loads((ROOT / "vercel.json").read_text())["crons"]
+    config = json.loads((ROOT / "vercel.json").read_text())
+    crons = list(config["schedules"].values()) if "schedules" in config else config["crons"]  # either form
     calls = sorted(
-        (fire, cron["path"])
+        (fire.astimezone(UTC), cron["path"])
         for cron in crons
-        for fire in _fires(CronSim(cron["schedule"], START - timedelta(seconds=1)), START + timedelta(days=7))
+        for fire in _fires(
+            CronSim(cron["schedule"], (START - timedelta(seconds=1)).astimezone(ZoneInfo(cron.get("timezone", "UTC")))),
+            START + timedelta(days=7),
+        )
     )
     monitor = [(START + timedelta(minutes=15 * n), "/api/jobs/health") for n in range(1, 7 * 96 + 1)]
     client = Client(headers={"Authorization": f"Bearer {SECRET}"})

@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-from cronsim import CronSim
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
@@ -391,10 +390,10 @@ def schedules(job: Job, now: datetime) -> list[dict[str, Any]]:
     rows = []
     for schedule, query in calls:
         named = report.kind(JobRun(job=job.name, params=asked(job, query), counters={}))
-        upcoming = next(iter(CronSim(schedule, now)))
+        upcoming = next(job.fires(now, schedule))
         rows.append(
             {
-                "words": describe(schedule),
+                "words": describe(schedule, job.timezone),
                 "cron": schedule,
                 "query": f"?{query}" if query else "",
                 "kind": "" if named == "full" else named,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
@@ -28,13 +30,28 @@ def declarations_are_consistent(app_configs: Any, **kwargs: Any) -> list[CheckMe
             problems.append(Error(f"Job {job.name}: schedule must have 5 fields.", id="jobs.E003"))
         if job.name in RESERVED or "/" in job.name:
             problems.append(Error(f"{job.name!r} cannot be a job's name.", id="jobs.E004"))
-    known = {
-        job.variable(suffix) for job in JOBS.values() for suffix in ("LOCK_ID", "CRON_GRACE_MINUTES", "MAX_LAG_MINUTES")
-    }
-    for variable in [*settings.JOBS_LOCK_IDS, *settings.JOBS_CRON_GRACE_MINUTES, *settings.JOBS_MAX_LAG_MINUTES]:
+        if not _zone_known(job.timezone):
+            problems.append(Error(f"Job {job.name}: {job.timezone!r} is not an IANA time zone.", id="jobs.E005"))
+        if job.jitter < timedelta(0) or job.jitter % timedelta(minutes=1):
+            problems.append(Error(f"Job {job.name}: jitter must be whole minutes, 0 or more.", id="jobs.E006"))
+    suffixes = ("LOCK_ID", "CRON_GRACE_MINUTES", "MAX_LAG_MINUTES", "CHECKIN_URL")
+    known = {job.variable(suffix) for job in JOBS.values() for suffix in suffixes}
+    variables = [
+        *settings.JOBS_LOCK_IDS, *settings.JOBS_CRON_GRACE_MINUTES, *settings.JOBS_MAX_LAG_MINUTES,
+        *settings.JOBS_CHECKIN_URLS,
+    ]  # fmt: skip
+    for variable in variables:
         if variable not in known:
             problems.append(Warning(f"{variable} is set, but no job is called that.", id="jobs.W003"))
     return problems
+
+
+def _zone_known(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 @register(Tags.security, deploy=True)

@@ -42,7 +42,7 @@ class JobHealth:
 
     @property
     def schedule_in_words(self) -> str:
-        return describe(self.job.schedule)
+        return describe(self.job.schedule, self.job.timezone)
 
 
 def worst(healths: list[JobHealth]) -> str:
@@ -50,10 +50,10 @@ def worst(healths: list[JobHealth]) -> str:
     return max((h.status for h in healths), key=lambda status: SEVERITY.get(status, 0), default="ok")
 
 
-def describe(schedule: str | None) -> str:
+def describe(schedule: str | None, zone: str = "UTC") -> str:
     if schedule is None:
         return "Not scheduled: started by the app or by staff"
-    return f"{ExpressionDescriptor(schedule, use_24hour_time_format=True).get_description()} UTC"
+    return f"{ExpressionDescriptor(schedule, use_24hour_time_format=True).get_description()} {zone}"
 
 
 def overview(now: datetime) -> list[JobHealth]:
@@ -75,7 +75,7 @@ def health(job: Job, now: datetime) -> JobHealth:
     last_run = runs.exclude(status=Status.SKIPPED).first()
     finished = list(runs.filter(status__in=FINISHED)[: max(RESUMING_LIMIT, SHRINKING)])
     last_success = runs.filter(status=Status.SUCCEEDED).first()
-    next_run = next(iter(CronSim(job.schedule, now)), None) if job.schedule else None
+    next_run = next(job.fires(now), None) if job.schedule else None
     verdict, note = _verdict(now, last_run, finished)
     expected_at, overdue, overdue_note = _lateness(job, now, last_run)
     backlog = job.backlog(now) if job.backlog else None
@@ -140,7 +140,7 @@ def _lateness(job: Job, now: datetime, last_run: JobRun | None) -> tuple[datetim
         if began is None:
             return None, "", ""
         since = began
-    due = next(iter(CronSim(job.schedule, since)))
+    due = next(job.fires(since))
     if now < due + job.grace_period:
         return None, "", ""
     skipped = real_runs(job).filter(status=Status.SKIPPED, started_at__gte=due)
@@ -190,7 +190,7 @@ def missed_runs(job: Job, start: datetime, end: datetime, arrivals: list[datetim
     start = max(start, began)  # nothing was due before the ledger began
     arrivals = sorted(arrivals)
     missed = 0
-    fires = CronSim(job.schedule, start)
+    fires = job.fires(start)
     fire = next(fires)
     while fire <= end:
         after = next(fires)

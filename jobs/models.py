@@ -102,10 +102,11 @@ class JobAlert(models.Model):
 class Channel(models.TextChoices):
     EMAIL = "email", "e-mail"
     WEBHOOK = "webhook", "webhook"
+    CHECKIN = "checkin", "check-in"  # a start or end signal to an outside monitor (jobs/checkins.py)
 
 
 class OutboxMessage(models.Model):
-    """A message to the outside (an alert) on one channel: written in the transaction that decided it, and
+    """A message to the outside (an alert, a check-in) on one channel: written in the transaction that decided it, and
     delivered afterwards by whichever process checks next, under a lease, with retries (jobs/outbox.py).
 
     Its id goes with it (`id` in the webhook's JSON, the e-mail's Message-ID), the same on every attempt,
@@ -114,7 +115,9 @@ class OutboxMessage(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     job = models.CharField(max_length=64)
-    kind = models.CharField(max_length=16, help_text="opened, reminder or recovered")
+    kind = models.CharField(
+        max_length=16, help_text="opened, reminder or recovered; a check-in's start, success or fail"
+    )
     channel = models.CharField(max_length=16, choices=Channel.choices)
     content = models.JSONField(help_text="The message itself (jobs.outbox.Message), as it was decided.")
     created_at = models.DateTimeField()

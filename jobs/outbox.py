@@ -18,7 +18,9 @@ delivered by whichever process checks next: the end of a run, a health request, 
    left alone for the rest of the pass (one hung receiver costs one wait, not one per message); a channel
    that works again also sends, in the same pass, the messages that were waiting out their backoff on it.
 
-Each channel is a row of its own, so a failing webhook never makes the e-mail go twice. Each message
+Each channel is a row of its own, so a failing webhook never makes the e-mail go twice. Check-ins (jobs/checkins.py)
+go the same way, in a lane per job: a monitor that hangs holds back that job's signals only, and a signal waiting
+out its backoff holds back the ones after it, so that a run's end never reaches a monitor before its start. Each message
 carries its row's id, the same on every attempt (`id` in the webhook's JSON, the e-mail's Message-ID),
 so that a receiver can drop a repeat.
 """
@@ -46,6 +48,7 @@ from django.core.mail import EmailMessage, get_connection
 from django.db import connections
 from django.db.models import F, Q
 
+from jobs import monitors
 from jobs.models import Channel, OutboxMessage
 from jobs.timefmt import utc
 
@@ -116,36 +119,38 @@ def send_due(now: datetime, seconds: float) -> list[Report]:
     waiting = list(OutboxMessage.objects.filter(delivered_at__isnull=True).order_by("created_at", "id")[:PASS_SIZE])
     # A channel with an attempt under way, here or elsewhere, is left to it: messages go out in order, and a
     # receiver that hangs costs one attempt at a time.
-    held = {row.channel: f"message {row.pk} is being sent" for row in waiting if _leased(row, now)}
+    held = {lane(row): f"message {row.pk} is being sent" for row in waiting if _leased(row, now)}
     backing_off: dict[str, list[OutboxMessage]] = {}
     reports: dict[Any, Report] = {}  # the last word on each message
     todo = deque(waiting)
     while todo:
         row = todo.popleft()
         at, left = clock(), seconds - (time.monotonic() - started)
-        if not configured(row.channel):
+        if not configured(row):
             reports[row.pk] = Report(row, "waiting", f"no {row.channel} destination is configured any more")
-        elif row.channel in held:
-            reports[row.pk] = Report(row, "waiting", _held(row, held[row.channel]))
+        elif lane(row) in held:
+            reports[row.pk] = Report(row, "waiting", _held(row, held[lane(row)]))
         elif row.next_attempt_at > at:
-            backing_off.setdefault(row.channel, []).append(row)
+            backing_off.setdefault(lane(row), []).append(row)
+            if row.channel == Channel.CHECKIN:  # in order: what comes after it waits for it
+                held[lane(row)] = f"message {row.pk} waits to be sent again first"
             reports[row.pk] = Report(row, "waiting", f"next attempt at {utc(row.next_attempt_at)}{_after(row)}")
         elif left <= 0:
             reports[row.pk] = Report(row, "waiting", "due; no time left in this check")
         elif not claim(row, at):
-            held[row.channel] = f"message {row.pk} is being sent"
+            held[lane(row)] = f"message {row.pk} is being sent"
             reports[row.pk] = Report(row, "waiting", "another process took it just now")
         else:
             attempt = Attempt(row, at)
             attempt.start()
             report = attempt.wait(left)
             if report is None:  # still going: it finishes, and records its outcome, in its thread
-                held[row.channel] = f"message {row.pk} is still being sent"
+                held[lane(row)] = f"message {row.pk} is still being sent"
                 report = Report(row, "sending", f"no answer yet after {left:.1f} s; finishing in the background")
             elif report.outcome == "failed":
-                held[row.channel] = f"{row.channel} failed just now"
+                held[lane(row)] = f"{row.channel} failed just now"
             else:  # the channel works: what waited out its backoff on it goes now, in order (record() said so too)
-                earlier = backing_off.pop(row.channel, [])
+                earlier = backing_off.pop(lane(row), [])
                 for waited in earlier:
                     waited.next_attempt_at = at
                 todo.extendleft(reversed(earlier))
@@ -167,8 +172,15 @@ def _after(row: OutboxMessage) -> str:
     return f", after attempt {row.attempts}: {row.last_error}" if row.attempts and row.last_error else ""
 
 
-def configured(channel: str) -> bool:
-    return bool(settings.JOBS_ALERT_WEBHOOK_URL if channel == Channel.WEBHOOK else settings.JOBS_ALERT_EMAILS)
+def lane(row: OutboxMessage) -> str:
+    """What is delivered in order, one attempt at a time: a channel; for check-ins, one job's monitor."""
+    return f"{row.channel} {row.job}" if row.channel == Channel.CHECKIN else row.channel
+
+
+def configured(row: OutboxMessage) -> bool:
+    if row.channel == Channel.CHECKIN:
+        return bool(monitors.url_of(row.job))
+    return bool(settings.JOBS_ALERT_WEBHOOK_URL if row.channel == Channel.WEBHOOK else settings.JOBS_ALERT_EMAILS)
 
 
 def claim(row: OutboxMessage, now: datetime) -> bool:
@@ -206,7 +218,11 @@ class Attempt(threading.Thread):
         self.row, self.now = row, now
         # Read here, once: the settings the attempt was started with, whatever happens to them meanwhile.
         self.seconds = send_seconds()
-        self.url: str = settings.JOBS_ALERT_WEBHOOK_URL
+        self.url: str = (
+            monitors.ping_url(monitors.url_of(row.job), row.kind, row.content.get("run_id", 0))
+            if row.channel == Channel.CHECKIN
+            else settings.JOBS_ALERT_WEBHOOK_URL
+        )
         self.emails: list[str] = list(settings.JOBS_ALERT_EMAILS)
         self.sender: str = settings.DEFAULT_FROM_EMAIL
         self._lock = threading.Lock()
@@ -251,18 +267,22 @@ class Attempt(threading.Thread):
 
 def record(row: OutboxMessage, error: Exception | None, at: datetime, took: float, url: str) -> Report:
     """Write an attempt's outcome on its row, log it, and say it."""
-    by = f"webhook to {webhook_host(url)}" if row.channel == Channel.WEBHOOK else "email"
+    by = {Channel.WEBHOOK: f"webhook to {webhook_host(url)}", Channel.CHECKIN: f"check-in to {webhook_host(url)}"}.get(
+        Channel(row.channel), "email"
+    )
     text = row.content.get("text", "")
+    what = "check-in" if row.channel == Channel.CHECKIN else "alert"
     if error is None:
         OutboxMessage.objects.filter(pk=row.pk, delivered_at__isnull=True).update(delivered_at=at, lease_until=None)
         # The channel works again: its other waiting messages need not sit out their backoff.
-        OutboxMessage.objects.filter(channel=row.channel, delivered_at__isnull=True, next_attempt_at__gt=at).update(
-            next_attempt_at=at
-        )
-        logger.info("alert for job %s sent (%s): %s [message %s, attempt %d]", row.job, row.channel, text, row.pk,
+        same = {"job": row.job} if row.channel == Channel.CHECKIN else {}  # a check-in's lane is its job's monitor
+        OutboxMessage.objects.filter(
+            channel=row.channel, delivered_at__isnull=True, next_attempt_at__gt=at, **same
+        ).update(next_attempt_at=at)
+        logger.info("%s for job %s sent (%s): %s [message %s, attempt %d]", what, row.job, row.channel, text, row.pk,
                     row.attempts)  # fmt: skip
         return Report(row, "sent", f"in {took:.2f} s (attempt {row.attempts})")
-    reason = why(error) if row.channel == Channel.WEBHOOK else f"{type(error).__name__}: {error}"
+    reason = why(error) if row.channel in (Channel.WEBHOOK, Channel.CHECKIN) else f"{type(error).__name__}: {error}"
     reason = reason[:300]
     retry = min(FIRST_RETRY * 2 ** min(row.attempts - 1, 10), LAST_RETRY)
     # Only while it is still our attempt: a lease that ran out may have passed the message to another sender.
@@ -270,7 +290,7 @@ def record(row: OutboxMessage, error: Exception | None, at: datetime, took: floa
         lease_until=None, next_attempt_at=at + retry, last_error=reason
     )
     wait = f"{retry.seconds // 60} min" if retry < LAST_RETRY else "1 h"
-    logger.warning("alert for job %s not delivered by %s: %s; attempt %d, the next in %s", row.job, by, reason,
+    logger.warning("%s for job %s not delivered by %s: %s; attempt %d, the next in %s", what, row.job, by, reason,
                    row.attempts, wait)  # fmt: skip
     return Report(row, "failed", f"{reason} (attempt {row.attempts}, after {took:.1f} s); next at {utc(at + retry)}")
 
@@ -345,6 +365,8 @@ def deliver(row: OutboxMessage, deadline: Deadline, *, url: str, emails: list[st
     """Send the message on its row's channel, within the deadline; raise if it was not delivered."""
     if row.channel == Channel.WEBHOOK:
         deadline.run(lambda: post_json(url, webhook_body(row), deadline))
+    elif row.channel == Channel.CHECKIN:
+        deadline.run(lambda: request("GET", url, None, deadline))
     else:
         deadline.run(lambda: send_email(row, emails, sender, deadline))
 
@@ -400,6 +422,12 @@ def post_json(url: str, body: dict[str, Any], deadline: Deadline) -> None:
     A redirect is not followed, its status is the error: a POST redirected elsewhere would lose its body, or take
     it and the credentials to another host.
     """
+    request("POST", url, json.dumps(body).encode(), deadline)
+
+
+def request(method: str, url: str, data: bytes | None, deadline: Deadline) -> None:
+    """Send one request (a JSON body, or none) and read the answer within the deadline; any status but 2xx is the
+    error, a redirect included."""
     target, auth = without_credentials(url)
     parts = urllib.parse.urlsplit(target)
     kind = {"http": http.client.HTTPConnection, "https": http.client.HTTPSConnection}.get(parts.scheme)
@@ -407,11 +435,11 @@ def post_json(url: str, body: dict[str, Any], deadline: Deadline) -> None:
         raise http.client.InvalidURL("not an http(s) URL")  # its text never holds the URL
     connection = kind(parts.hostname, parts.port, timeout=deadline.remaining())
     deadline.watch(lambda: connection.sock)
-    data = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json", "Content-Length": str(len(data))} if data is not None else {}
     try:
         # The request line is checked (a control character: InvalidURL) before anything is sent.
-        connection.putrequest("POST", urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, "")))
-        for name, value in {"Content-Type": "application/json", "Content-Length": str(len(data)), **auth}.items():
+        connection.putrequest(method, urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, "")))
+        for name, value in {**headers, **auth}.items():
             connection.putheader(name, value)
         connection.connect()
         deadline.remaining()  # the deadline may have passed while the name was looked up

@@ -8,11 +8,13 @@ options, the admin and the health verdicts derive from the declarations.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
+from cronsim import CronSim
 from django.conf import settings
 from django.forms import Field
 
@@ -29,7 +31,7 @@ class Job:
     lock_id: int  # PostgreSQL advisory lock key (or lease id); the variable <NAME>_LOCK_ID overrides it
     func: JobFunction
     description: str
-    schedule: str | None = None  # 5-field cron, UTC; None: not called by Vercel Cron
+    schedule: str | None = None  # 5-field cron, in `timezone`; None: not called by Vercel Cron
     auth: Literal["cron", "internal"] = "cron"  # internal: only x-internal-secret, not in vercel.json
     form: type[JobForm] = JobForm  # its parameters
     counters: tuple[str, ...] = ()  # in display order
@@ -38,6 +40,8 @@ class Job:
     backlog: Callable[[datetime], Backlog] | None = None  # what is due at a moment; see jobs/health.py
     lag: timedelta | None = None  # how long the oldest due item may wait before the job is `behind`
     kind: RunKind | None = None  # names a run's kind from its params and counters ("full pass"); None: "full"
+    timezone: str = "UTC"  # the IANA zone its schedules are read in (Vercel Schedules only; Cron Jobs are UTC)
+    jitter: timedelta = timedelta(0)  # Vercel Schedules' jitter window: a run may start this much later
 
     @property
     def max_lag(self) -> timedelta | None:
@@ -47,9 +51,18 @@ class Job:
 
     @property
     def grace_period(self) -> timedelta:
-        """The declared grace, or the <NAME>_CRON_GRACE_MINUTES variable's."""
+        """The declared grace, or the <NAME>_CRON_GRACE_MINUTES variable's, widened by the jitter window (a run
+        that Vercel starts late within it is on time)."""
         minutes = settings.JOBS_CRON_GRACE_MINUTES.get(self.variable("CRON_GRACE_MINUTES"))
-        return self.grace if minutes is None else timedelta(minutes=minutes)
+        return (self.grace if minutes is None else timedelta(minutes=minutes)) + self.jitter
+
+    def fires(self, after: datetime, schedule: str | None = None) -> Iterator[datetime]:
+        """The times its schedule (or another of its schedules) fires after `after`, read in the job's zone
+        (daylight-saving changes included), in UTC."""
+        expression = schedule or self.schedule
+        assert expression is not None, f"{self.name} is not scheduled"
+        for fire in CronSim(expression, after.astimezone(ZoneInfo(self.timezone))):
+            yield fire.astimezone(UTC)
 
     def variable(self, suffix: str) -> str:
         """The name of this job's environment variable: recompute-scores, LOCK_ID -> RECOMPUTE_SCORES_LOCK_ID."""
@@ -103,11 +116,18 @@ def job(
     backlog: Callable[[datetime], Backlog] | None = None,
     lag: timedelta | None = None,
     kind: RunKind | None = None,
+    timezone: str = "UTC",
+    jitter: timedelta = timedelta(0),
 ) -> Callable[[JobFunction], JobFunction]:
     """Declare the decorated function as a job; the function is returned unchanged."""
 
     def declare(func: JobFunction) -> JobFunction:
-        register(Job(name, lock_id, func, description, schedule, auth, form, counters, grace, also, backlog, lag, kind))
+        register(
+            Job(
+                name, lock_id, func, description, schedule, auth, form, counters, grace, also, backlog, lag, kind,
+                timezone, jitter,
+            )
+        )  # fmt: skip
         return func
 
     return declare

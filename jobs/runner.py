@@ -23,7 +23,7 @@ from django.db.models import DateTimeField, F, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from jobs import alerts, locks
+from jobs import alerts, checkins, locks
 from jobs.context import Context, Held, Result, one_line
 from jobs.forms import COMMON, clean
 from jobs.health import real_runs
@@ -68,11 +68,14 @@ def run_job(
        traceback stored). On PostgreSQL this write is part of the run's transaction: the
        work and its record commit together, or the row stays `running` and is later
        marked `abandoned`. The lock is released on leaving the block, whatever happened.
+    Check-ins (jobs/checkins.py): a real run (not dry, not scoped) whose job has a monitor sends its start once
+    it holds the lock (3.), waiting at most one attempt's deadline, and queues its end once recorded (6.).
     7. Check every job's health, queue the alerts that are due (jobs/alerts.py), and deliver what waits in
        the outbox for at most 2 s (jobs/outbox.py): an attempt that takes longer finishes in its thread.
     """
     job = get_job(job) if isinstance(job, str) else job
     run = _run(job, {**clean(job.name, job.form, {}), **(params or {})}, trigger, user, origin)
+    checkins.ended(job, run)  # the end signal, if it has a monitor; 7. delivers it
     alerts.check_quietly(timezone.now())  # 7. tell operators if this job, or any other, turned failing or late
     return run
 
@@ -101,6 +104,7 @@ def _run(job: Job, params: dict[str, Any], trigger: Trigger, user: User | Anonym
             if not lock.held:
                 run.held_by = _held_by(run, lock.holder)
                 return _finish(run, Status.SKIPPED)
+            checkins.started(job, run, params)  # the start signal, if it has a monitor: at most one deadline
             run.started_at = timezone.now()  # the work starts under the lock ...
             if connection.vendor == "postgresql":
                 with connection.cursor() as cursor:  # constraint checks fail the statement, not the COMMIT

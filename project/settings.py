@@ -230,6 +230,14 @@ JOBS_MAX_LAG_MINUTES = {
     if name.endswith("_MAX_LAG_MINUTES") and _text(name)
 }
 
+# <JOB_NAME>_CHECKIN_URL: an outside monitor's check-in URL for a job (healthchecks.io, Sentry Crons, Cronitor): a
+# start and an end signal for every real run, through the outbox (jobs/checkins.py).
+JOBS_CHECKIN_URLS = {
+    name: _read(name, _url, "", "an http(s) URL")
+    for name in sorted(os.environ)
+    if name.endswith("_CHECKIN_URL") and _text(name)
+}
+
 # Alerts: one message when a job turns failing or late, reminders while it stays so, one on recovery.
 JOBS_ALERT_EMAILS: list[str] = _read("JOBS_ALERT_EMAILS", _emails, [], "a comma-separated list of e-mail addresses")
 JOBS_ALERT_WEBHOOK_URL = _read("JOBS_ALERT_WEBHOOK_URL", _url, "", "an http(s) URL")

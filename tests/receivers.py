@@ -1,12 +1,16 @@
 """Webhook receivers that misbehave, each a real server on loopback: one that never answers, one that answers
-late, one that drips its answer a byte at a time, one that holds the first request until told."""
+late, one that drips its answer a byte at a time, one that holds the first request until told; and outside cron
+monitors that speak healthchecks', Sentry's and Cronitor's check-in protocols."""
 
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
+import urllib.parse
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -130,5 +134,89 @@ def receiver(
         yield f"http://127.0.0.1:{server.server_address[1]}/hook/secret-token", posts
     finally:
         posts.release.set()
+        server.shutdown()
+        server.server_close()
+
+
+@dataclass
+class Signals:
+    """What a monitor received, in order: (its word for the signal, the id that pairs a run's signals)."""
+
+    seen: list[tuple[str, str]] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # requests that did not speak the protocol
+
+    def pairs(self) -> dict[str, list[str]]:
+        """The words received for each pairing id, in order."""
+        paired: dict[str, list[str]] = {}
+        for word, pair in self.seen:
+            paired.setdefault(pair, []).append(word)
+        return paired
+
+
+def _hc(path: str, query: dict[str, str]) -> tuple[str, str] | None:
+    """healthchecks.io: /ping/<uuid>[/start|/fail], `rid` a UUID."""
+    match = re.fullmatch(r"/ping/[0-9a-f-]{36}(/start|/fail)?", path)
+    if not match or not _uuid(query.get("rid", "")):
+        return None
+    return {"/start": "start", "/fail": "fail", None: "success"}[match[1]], query["rid"]
+
+
+def _sentry(path: str, query: dict[str, str]) -> tuple[str, str] | None:
+    """Sentry Crons: /api/<project>/cron/<slug>/<key>/ with `status` and a `check_in_id` UUID."""
+    if not re.fullmatch(r"/api/\d+/cron/[\w-]+/\w+/", path) or not _uuid(query.get("check_in_id", "")):
+        return None
+    return (query["status"], query["check_in_id"]) if query.get("status") in ("in_progress", "ok", "error") else None
+
+
+def _cronitor(path: str, query: dict[str, str]) -> tuple[str, str] | None:
+    """Cronitor: /ping/<key>/<monitor> (or /p/...) with `state` and `series`."""
+    if not re.fullmatch(r"/(ping|p)/\w+/[\w-]+", path) or not query.get("series"):
+        return None
+    return (query["state"], query["series"]) if query.get("state") in ("run", "complete", "fail") else None
+
+
+def _uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+MONITORS = {
+    "healthchecks": ("/ping/0b5c4c16-5a4f-4d0e-9a51-8e0f3f9d8a11", _hc),
+    "sentry": ("/api/0/cron/nightly/examplePublicKey/", _sentry),
+    "cronitor": ("/ping/apikey123/nightly", _cronitor),
+}
+
+
+@contextmanager
+def monitor(protocol: str) -> Iterator[tuple[str, Signals]]:
+    """An outside cron monitor on loopback that speaks `protocol` (healthchecks, sentry, cronitor): it records each
+    check-in it understands and answers 200, and answers 400 to anything else. Yields its check-in URL."""
+    path, parse = MONITORS[protocol]
+    signals = Signals()
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            parts = urllib.parse.urlsplit(self.path)
+            understood = parse(parts.path, dict(urllib.parse.parse_qsl(parts.query)))
+            with lock:
+                signals.seen.append(understood) if understood else signals.refused.append(self.path)
+            self.send_response(200 if understood else 400)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"OK")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}{path}", signals
+    finally:
         server.shutdown()
         server.server_close()

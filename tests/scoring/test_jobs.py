@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 
 import pytest
+from django.core.management import call_command
 from django.test import Client
 
 from jobs.models import JobRun, Trigger
@@ -33,8 +35,10 @@ def body(response) -> dict:
 
 
 def test_vercel_json_and_the_declarations_agree_and_each_cron_path_answers_a_vercel_request():
+    call_command("vercel_json", "--check", stdout=io.StringIO())  # raises, printing the difference, if they differ
     config = json.loads((ROOT / "vercel.json").read_text())
-    crons = {(cron["path"], cron["schedule"]) for cron in config["crons"]}
+    entries = config["schedules"].values() if "schedules" in config else config["crons"]  # either form
+    crons = {(entry["path"], entry["schedule"]) for entry in entries}
     declared = {cron for job in JOBS.values() for cron in job.crons}
     assert crons == declared
     for path, schedule in sorted(crons):
