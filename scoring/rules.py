@@ -5,6 +5,7 @@ The scoring window is a setting (RECOMPUTE_SCORES_WINDOW_DAYS, 180 days by defau
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
@@ -71,3 +72,82 @@ def outcome_in_sql() -> Case:
         When(checked_in_at__isnull=False, then=Value(Outcome.ATTENDED.value)),
         default=Value(Outcome.NO_SHOW.value),
     )
+
+
+# Alternative rules, evaluated beside the default on a shop's own history (scoring.evaluation, compare_rules);
+# none of them scores anyone. Each gives a score from 0 to 100 from a customer's counts in the window, and the
+# tiers follow from it as for the default (tier_for).
+RECENT_DAYS = 60  # recency weighting: an appointment in the window's last RECENT_DAYS days counts twice
+PRIOR_WEIGHT = 2  # the fitted prior is worth this many appointments, as Beta(1, 1) is in the default rule
+
+
+class Counts(NamedTuple):
+    """A customer's scored appointments in a window, and those of them in its last RECENT_DAYS days; `prior` is
+    their shop's attendance rate in that window, (A + 1) / (A + N + L/2 + 2) over all its customers."""
+
+    attended: int
+    no_shows: int
+    late_cancels: int
+    recent_attended: int = 0
+    recent_no_shows: int = 0
+    recent_late_cancels: int = 0
+    prior: float = 0.5
+
+
+class Rule(NamedTuple):
+    name: str
+    description: str
+    score: Callable[[Counts], int]  # the rule in Python (the tests hold it to its SQL twin)
+    sql: Callable[[Mapping[str, str]], str]  # the rule in SQL for PostgreSQL and SQLite, of the Counts' columns
+
+
+def _default_sql(c: Mapping[str, str]) -> str:
+    d = f"(2 * {c['attended']} + 2 * {c['no_shows']} + {c['late_cancels']} + 4)"
+    return f"((400 * ({c['attended']} + 1) + {d}) / (2 * {d}))"
+
+
+def _recency_score(c: Counts) -> int:
+    return score_for(
+        c.attended + c.recent_attended, c.no_shows + c.recent_no_shows, c.late_cancels + c.recent_late_cancels
+    ).score
+
+
+def _recency_sql(c: Mapping[str, str]) -> str:
+    return _default_sql({name: f"({c[name]} + {c['recent_' + name]})" for name in Counts._fields[:3]})
+
+
+def _prior_score(c: Counts) -> int:
+    value = 100 * (c.attended + PRIOR_WEIGHT * c.prior) / (c.attended + c.no_shows + 0.5 * c.late_cancels + PRIOR_WEIGHT)
+    return int(value + 0.5)
+
+
+def _prior_sql(c: Mapping[str, str]) -> str:
+    real = "DOUBLE PRECISION"  # float8 on PostgreSQL, REAL on SQLite: the same IEEE arithmetic as Python's
+    value = (
+        f"(100 * (CAST({c['attended']} AS {real}) + {PRIOR_WEIGHT} * {c['prior']})"
+        f" / (CAST({c['attended']} AS {real}) + {c['no_shows']} + 0.5 * {c['late_cancels']} + {PRIOR_WEIGHT}))"
+    )
+    return f"CAST({value} + 0.5 AS INTEGER)"
+
+
+RULES = {
+    "default": Rule(
+        "default",
+        "100 (A+1) / (A+N+L/2+2): Laplace's rule, Beta(1, 1) prior",
+        lambda c: score_for(c.attended, c.no_shows, c.late_cancels).score,
+        _default_sql,
+    ),
+    "recency": Rule(
+        "recency",
+        f"the default, with the window's last {RECENT_DAYS} days counted twice",
+        _recency_score,
+        _recency_sql,
+    ),
+    "shop-prior": Rule(
+        "shop-prior",
+        f"100 (A + {PRIOR_WEIGHT}p) / (A+N+L/2+{PRIOR_WEIGHT}), p the shop's own attendance rate",
+        _prior_score,
+        _prior_sql,
+    ),
+}
+DEFAULT_RULE = "default"
