@@ -139,15 +139,12 @@ def _sql(rule: Rule, *, by_shop: bool) -> str:
     scored = ", ".join(f"'{outcome.value}'" for outcome in (Outcome.ATTENDED, Outcome.NO_SHOW, Outcome.LATE_CANCEL))
     missed = f"ap.outcome IN ('{Outcome.NO_SHOW.value}', '{Outcome.LATE_CANCEL.value}')"
     counts = _counts("t") | _counts("now")
-    sums = {f"{name}_{when}": f"SUM(c.{name}_{when}) OVER (PARTITION BY cu.shop_id)"
+    # The shop's totals (a bigint, as PostgreSQL's SUM of a bigint is a numeric): the rules' integer arithmetic.
+    sums = {f"{name}_{when}": f"CAST(SUM(c.{name}_{when}) OVER (PARTITION BY cu.shop_id) AS BIGINT)"
             for name in ("attended", "no_shows", "late_cancels") for when in ("t", "now")}  # fmt: skip
 
-    def prior(when: str) -> str:  # the shop's attendance rate in the window, as rules.Counts.prior says
-        a, n, l = (f"shop_{name}_{when}" for name in ("attended", "no_shows", "late_cancels"))  # noqa: E741
-        return f"((CAST({a} AS DOUBLE PRECISION) + 1) / ({a} + {n} + 0.5 * {l} + 2))"
-
     def score(when: str) -> str:
-        return rule.sql({name: f"{name}_{when}" for name in Counts._fields[:6]} | {"prior": prior(when)})
+        return rule.sql({name: f"{name}_{when}" for name in Counts._fields})
 
     def tier(score: str, when: str) -> str:
         return f"""CASE WHEN attended_{when} + no_shows_{when} + late_cancels_{when} < {NEW_BELOW} THEN '{Tier.NEW.value}'

@@ -346,7 +346,12 @@ class BookingPolicy(models.Model):
             models.CheckConstraint(condition=Q(tier__in=Tier.values), name="policy_tier_valid"),
             models.CheckConstraint(condition=Q(requirement__in=Requirement.values), name="policy_requirement_valid"),
             models.CheckConstraint(
-                condition=Q(requirement=Requirement.DEPOSIT, deposit_percent__gte=1, deposit_percent__lte=100)
+                condition=Q(
+                    requirement=Requirement.DEPOSIT,
+                    deposit_percent__isnull=False,
+                    deposit_percent__gte=1,
+                    deposit_percent__lte=100,
+                )
                 | (~Q(requirement=Requirement.DEPOSIT) & Q(deposit_percent__isnull=True)),
                 name="policy_deposit_has_percent",
             ),

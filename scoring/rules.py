@@ -82,8 +82,8 @@ PRIOR_WEIGHT = 2  # the fitted prior is worth this many appointments, as Beta(1,
 
 
 class Counts(NamedTuple):
-    """A customer's scored appointments in a window, and those of them in its last RECENT_DAYS days; `prior` is
-    their shop's attendance rate in that window, (A + 1) / (A + N + L/2 + 2) over all its customers."""
+    """A customer's scored appointments in a window, those of them in its last RECENT_DAYS days, and their shop's
+    (all its customers') in the window."""
 
     attended: int
     no_shows: int
@@ -91,7 +91,9 @@ class Counts(NamedTuple):
     recent_attended: int = 0
     recent_no_shows: int = 0
     recent_late_cancels: int = 0
-    prior: float = 0.5
+    shop_attended: int = 0
+    shop_no_shows: int = 0
+    shop_late_cancels: int = 0
 
 
 class Rule(NamedTuple):
@@ -117,17 +119,20 @@ def _recency_sql(c: Mapping[str, str]) -> str:
 
 
 def _prior_score(c: Counts) -> int:
-    value = 100 * (c.attended + PRIOR_WEIGHT * c.prior) / (c.attended + c.no_shows + 0.5 * c.late_cancels + PRIOR_WEIGHT)
-    return int(value + 0.5)
+    # p = P / Q, the shop's (A + 1) / (A + N + L/2 + 2); the score 100 (A + 2p) / (A + N + L/2 + 2) rounded half up,
+    # in integers as the default rule is (no floating point: PostgreSQL and SQLite round floats differently).
+    p, q = 2 * c.shop_attended + 2, 2 * c.shop_attended + 2 * c.shop_no_shows + c.shop_late_cancels + 4
+    numerator = 100 * (2 * c.attended * q + 2 * PRIOR_WEIGHT * p)
+    denominator = q * (2 * c.attended + 2 * c.no_shows + c.late_cancels + 2 * PRIOR_WEIGHT)
+    return (2 * numerator + denominator) // (2 * denominator)
 
 
 def _prior_sql(c: Mapping[str, str]) -> str:
-    real = "DOUBLE PRECISION"  # float8 on PostgreSQL, REAL on SQLite: the same IEEE arithmetic as Python's
-    value = (
-        f"(100 * (CAST({c['attended']} AS {real}) + {PRIOR_WEIGHT} * {c['prior']})"
-        f" / (CAST({c['attended']} AS {real}) + {c['no_shows']} + 0.5 * {c['late_cancels']} + {PRIOR_WEIGHT}))"
-    )
-    return f"CAST({value} + 0.5 AS INTEGER)"
+    p = f"(2 * {c['shop_attended']} + 2)"
+    q = f"(2 * {c['shop_attended']} + 2 * {c['shop_no_shows']} + {c['shop_late_cancels']} + 4)"
+    numerator = f"(100 * (2 * {c['attended']} * {q} + {2 * PRIOR_WEIGHT} * {p}))"
+    denominator = f"({q} * (2 * {c['attended']} + 2 * {c['no_shows']} + {c['late_cancels']} + {2 * PRIOR_WEIGHT}))"
+    return f"((2 * {numerator} + {denominator}) / (2 * {denominator}))"
 
 
 RULES = {
