@@ -12,8 +12,8 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from jobs.admin import ReadOnly, TimesInUTCAdmin
-from scoring.models import Appointment, Customer, CustomerScore, Shop, SlotOffer, WaitlistEntry
 from scoring.evaluation_admin import shop_evaluation
+from scoring.models import Appointment, Customer, CustomerScore, Shop, SlotOffer, WaitlistEntry
 from scoring.offers import OfferError, respond_to_offer
 from scoring.policy_admin import BookingPolicyInline, default_rows
 

@@ -147,7 +147,8 @@ def _sql(rule: Rule, *, by_shop: bool) -> str:
         return rule.sql({name: f"{name}_{when}" for name in Counts._fields})
 
     def tier(score: str, when: str) -> str:
-        return f"""CASE WHEN attended_{when} + no_shows_{when} + late_cancels_{when} < {NEW_BELOW} THEN '{Tier.NEW.value}'
+        scored = f"attended_{when} + no_shows_{when} + late_cancels_{when}"
+        return f"""CASE WHEN {scored} < {NEW_BELOW} THEN '{Tier.NEW.value}'
                         WHEN {score} >= {RELIABLE_FROM} THEN '{Tier.RELIABLE.value}'
                         WHEN {score} >= {WATCH_FROM} THEN '{Tier.WATCH.value}'
                         ELSE '{Tier.RISKY.value}' END"""

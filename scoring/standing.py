@@ -30,6 +30,12 @@ from scoring.models import (
 from scoring.policy import effective_tier, policy_for
 from scoring.rules import NEW_BELOW
 
+FIELDS = (
+    "id", "shop_id", "pinned_tier", "pinned_until", "effective_tier", "requirement", "deposit_percent", "marked",
+    "last_slide", "pin_reason", "score__score", "score__tier", "score__attended", "score__no_shows",
+    "score__late_cancels", "score__cancellations", "score__window_days", "score__computed_at",
+)  # fmt: skip
+
 
 def standing(customer_id: uuid.UUID, now: datetime) -> dict[str, Any] | None:
     """The standing of a customer as the endpoint answers it (JSON-ready), or None for no such customer."""
@@ -47,12 +53,7 @@ def standing(customer_id: uuid.UUID, now: datetime) -> dict[str, Any] | None:
             last_slide=Subquery(ScoringState.objects.order_by("pk").values("last_now")[:1]),
             pin_reason=Subquery(pin.values("reason")[:1]),
         )
-        .values(
-            "id", "shop_id", "pinned_tier", "pinned_until", "effective_tier", "requirement", "deposit_percent",
-            "marked", "last_slide", "pin_reason", "score__score", "score__tier", "score__attended",
-            "score__no_shows", "score__late_cancels", "score__cancellations", "score__window_days",
-            "score__computed_at",
-        )  # fmt: skip
+        .values(*FIELDS)
         .first()
     )
     if row is None:
@@ -111,4 +112,3 @@ def _count(n: int, noun: str) -> str:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-

@@ -147,10 +147,14 @@ def test_the_sentence_names_the_worst_and_best_tier_with_their_shares():
     result = ShopEvaluation(uuid.uuid4(), date(2026, 9, 3), "default")
     result.tiers["risky"] = TierRow(customers=10, appointments=50, missed=19)
     result.tiers["reliable"] = TierRow(customers=40, appointments=200, missed=8)
-    assert sentence(result) == "Customers rated risky on 3 Sep missed 38 % of their appointments since; reliable ones 4 %."
+    assert (
+        sentence(result) == "Customers rated risky on 3 Sep missed 38 % of their appointments since; reliable ones 4 %."
+    )
     result.tiers["risky"] = TierRow()
     result.tiers["watch"] = TierRow(customers=5, appointments=10, missed=3)
-    assert sentence(result) == "Customers rated watch on 3 Sep missed 30 % of their appointments since; reliable ones 4 %."
+    assert (
+        sentence(result) == "Customers rated watch on 3 Sep missed 30 % of their appointments since; reliable ones 4 %."
+    )
     assert sentence(ShopEvaluation(uuid.uuid4(), date(2026, 9, 3), "default")) == (
         "No customer rated on 3 Sep has had an appointment since."
     )
@@ -219,7 +223,8 @@ def test_compare_rules_prints_every_rule_side_by_side_for_each_shop():
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--shop", "nope"], "--shop: must be a shop's UUID"), (["--shop", str(uuid.UUID(int=3))], "--shop: no shop has this id"),
+    [(["--shop", "nope"], "--shop: must be a shop's UUID"),
+     (["--shop", str(uuid.UUID(int=3))], "--shop: no shop has this id"),
      (["--at", "yesterday"], "--at: must be a date, YYYY-MM-DD")],
 )  # fmt: skip
 def test_compare_rules_refuses_bad_arguments_by_name(args, message):

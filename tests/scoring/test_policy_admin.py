@@ -30,7 +30,8 @@ def page(shop) -> str:
 def form(shop, rows: list[tuple[str, str, str]], saved: int = 0) -> dict[str, str]:
     """The shop page's POST: its name, and the policy rows (tier, requirement, percent), the first `saved` stored."""
     data = {"name": shop.name, "grace_days": "", f"{PREFIX}-TOTAL_FORMS": str(len(rows)),
-            f"{PREFIX}-INITIAL_FORMS": str(saved), f"{PREFIX}-MIN_NUM_FORMS": "0", f"{PREFIX}-MAX_NUM_FORMS": "4"}  # fmt: skip
+            f"{PREFIX}-INITIAL_FORMS": str(saved), f"{PREFIX}-MIN_NUM_FORMS": "0",
+            f"{PREFIX}-MAX_NUM_FORMS": "4"}  # fmt: skip
     stored = list(BookingPolicy.objects.filter(shop=shop).order_by("pk"))
     for index, (tier, requirement, percent) in enumerate(rows):
         data |= {f"{PREFIX}-{index}-tier": tier, f"{PREFIX}-{index}-requirement": requirement,
@@ -47,7 +48,9 @@ def test_a_shop_without_rows_shows_every_tier_with_its_default(staff):
     shop = make.shop()
     html = staff.get(page(shop)).content.decode()
     for index, (tier, requirement, _) in enumerate(DEFAULT_ROWS):
-        assert f'<option value="{tier}" selected>' in html.split(f'id="id_{PREFIX}-{index}-tier"')[1].split("</select>")[0]
+        assert (
+            f'<option value="{tier}" selected>' in html.split(f'id="id_{PREFIX}-{index}-tier"')[1].split("</select>")[0]
+        )
         chosen = html.split(f'id="id_{PREFIX}-{index}-requirement"')[1].split("</select>")[0]
         assert f'<option value="{requirement}" selected>' in chosen
     assert "Not evaluated yet" in html

@@ -42,7 +42,9 @@ def clock():
 
 
 def get(customer: object, headers: dict[str, str] | None = None, suffix: str = "") -> tuple[int, dict]:
-    response = Client().get(f"/api/customers/{customer}/standing{suffix}", headers=HEADERS if headers is None else headers)
+    response = Client().get(
+        f"/api/customers/{customer}/standing{suffix}", headers=HEADERS if headers is None else headers
+    )
     assert response["Content-Type"] == "application/json", response.content[:200]
     assert response["Cache-Control"] == "no-store"
     return response.status_code, json.loads(response.content)
@@ -146,7 +148,11 @@ def test_a_pinned_customer_is_treated_as_the_pinned_tier_until_the_pin_ends():
     customer.pinned_until = NOW.date() - timedelta(days=1)  # ended yesterday
     customer.save()
     _, body = get(customer.pk)
-    assert (body["tier"], body["effectiveTier"], body["policy"]["requirement"]) == ("risky", "risky", "no_online_booking")
+    assert (body["tier"], body["effectiveTier"], body["policy"]["requirement"]) == (
+        "risky",
+        "risky",
+        "no_online_booking",
+    )
     assert not any(reason.startswith("Pinned") for reason in body["reasons"])
 
 
