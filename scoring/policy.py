@@ -7,10 +7,6 @@ row (BookingPolicy) only for a tier it changed; every other tier has the default
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
-
-from django.db.models import Case, CharField, F, Q, Value, When
-from django.db.models.functions import Coalesce
 
 from scoring.models import Requirement, Tier
 
@@ -54,12 +50,11 @@ def policy_for(tier: str, requirement: str | None, deposit_percent: int | None) 
     return Policy(tier, requirement, deposit_percent)
 
 
-def effective_tier(today: date) -> Case:
-    """A customer's effective tier, for a Customer queryset: the tier staff pinned while the pin lasts
-    (`pinned_until`, a UTC date, inclusive), else their score's, `new` with no score."""
-    pinned = ~Q(pinned_tier="") & Q(pinned_until__gte=today)
-    return Case(
-        When(pinned, then=F("pinned_tier")),
-        default=Coalesce(F("score__tier"), Value(Tier.NEW.value)),
-        output_field=CharField(),
+def effective_tier_sql(customer: str, score: str) -> str:
+    """A customer's effective tier in SQL (PostgreSQL and SQLite), of the customer and score table aliases given:
+    the tier staff pinned while the pin lasts (`pinned_until`, a UTC date, inclusive, the parameter %(today)s),
+    else their score's, `new` with no score."""
+    return (
+        f"CASE WHEN {customer}.pinned_tier <> '' AND {customer}.pinned_until >= %(today)s "
+        f"THEN {customer}.pinned_tier ELSE COALESCE({score}.tier, '{Tier.NEW.value}') END"
     )

@@ -61,6 +61,8 @@ def _appointment(rng: random.Random, customer: Customer, starts_at: datetime, ch
     else:
         outcome, fields = Outcome.CANCELLED, {"cancelled_at": starts_at - timedelta(days=3)}
     resolved_at = ends_at + timedelta(hours=1) if rng.random() < 0.9 else ends_at + timedelta(days=rng.uniform(1, 9))
+    if T_START - timedelta(days=10) <= starts_at < T_START and rng.random() < 0.5:
+        resolved_at = T_START + timedelta(days=rng.uniform(0, 5))  # unknown at T: the replay must not count it
     if ends_at > NOW - timedelta(days=1) and rng.random() < 0.5:
         outcome, resolved_at = Outcome.PENDING, None
         fields.pop("cancelled_at", None)
