@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of the evaluation and its floor")
     parser.add_argument("--reseed", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results-standing.md")
+    parser.add_argument("--part", choices=["all", "http", "evaluation"], default="all", help="for a quick look only")
     args = parser.parse_args()
 
     url = os.environ.get("BENCH_STANDING_DATABASE_URL", DEFAULT_URL)
@@ -71,6 +72,9 @@ def main() -> None:
 
     rng = random.Random(1)
     ids = [customer_id(rng.randrange(n)) for _ in range(args.requests)]
+    if args.part != "all":  # prints, writes nothing
+        print(measure_http(env, url, ids) if args.part == "http" else measure_evaluation(env, url, args.repeat))
+        return
     http_rows = measure_http(env, url, ids)
     server_ms = measure_query(url, ids[:200])
     print("evaluate-scores ...", flush=True)

@@ -8,8 +8,9 @@ least one" (the chance that a customer who missed none had a higher score than o
 counting half); and how many changed tier (the rule's tier at T against its tier now, on the window before now).
 
 One statement for all shops (or one): one pass over the appointments since T minus the window, grouped by
-customer, then by shop, score at T, tier at T, tier now and "missed any". What comes back is a histogram (at
-most shops x 101 scores x 4 x 4 x 2 rows), from which the AUC is the Mann-Whitney rank sum, computed exactly.
+customer (with the appointments' shop), then by shop, score at T, tier at T, tier now and "missed any". What
+comes back is a histogram (at most shops x 101 scores x 4 x 4 x 2 rows), from which the AUC is the
+Mann-Whitney rank sum, computed exactly.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 
 from jobs.context import Context, Result
 from scoring.models import Appointment, Customer, Evaluation, Outcome, Tier
@@ -105,7 +106,11 @@ def evaluate(
         "shop": Customer._meta.get_field("id").get_db_prep_value(shop, connection),
     }  # fmt: skip
     results: dict[uuid.UUID, ShopEvaluation] = {}
-    with connection.cursor() as cursor:
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # Its aggregates fit in memory (4 MB would spill them to disk), and JIT costs more than it saves here.
+            cursor.execute("SET LOCAL work_mem = '64MB'")
+            cursor.execute("SET LOCAL jit = off")
         cursor.execute(_sql(rule, by_shop=shop is not None), params)
         for shop_id, score, tier_t, tier_now, missed_any, customers, appointments, missed in cursor.fetchall():
             key = shop_id if isinstance(shop_id, uuid.UUID) else uuid.UUID(shop_id)
@@ -140,7 +145,7 @@ def _sql(rule: Rule, *, by_shop: bool) -> str:
     missed = f"ap.outcome IN ('{Outcome.NO_SHOW.value}', '{Outcome.LATE_CANCEL.value}')"
     counts = _counts("t") | _counts("now")
     # The shop's totals (a bigint, as PostgreSQL's SUM of a bigint is a numeric): the rules' integer arithmetic.
-    sums = {f"{name}_{when}": f"CAST(SUM(c.{name}_{when}) OVER (PARTITION BY cu.shop_id) AS BIGINT)"
+    sums = {f"{name}_{when}": f"CAST(SUM(c.{name}_{when}) OVER (PARTITION BY c.shop_id) AS BIGINT)"
             for name in ("attended", "no_shows", "late_cancels") for when in ("t", "now")}  # fmt: skip
 
     def score(when: str) -> str:
@@ -160,9 +165,9 @@ def _sql(rule: Rule, *, by_shop: bool) -> str:
         FROM (
             SELECT shopped.*, {score("t")} AS score_t, {score("now")} AS score_now
             FROM (
-                SELECT cu.shop_id, c.*, {", ".join(f"{sql} AS shop_{name}" for name, sql in sums.items())}
+                SELECT c.*, {", ".join(f"{sql} AS shop_{name}" for name, sql in sums.items())}
                 FROM (
-                    SELECT ap.customer_id,
+                    SELECT ap.customer_id, ap.shop_id,
                            {", ".join(f"{sql} AS {name}" for name, sql in counts.items())},
                            COUNT(CASE WHEN ap.starts_at >= %(t)s THEN 1 END) AS appointments,
                            COUNT(CASE WHEN ap.starts_at >= %(t)s AND {missed} THEN 1 END) AS missed
@@ -170,9 +175,8 @@ def _sql(rule: Rule, *, by_shop: bool) -> str:
                     WHERE ap.starts_at >= %(from)s AND ap.starts_at < %(now)s
                       AND ap.outcome IN ({scored}) AND NOT ap.forgiven
                       {"AND ap.shop_id = %(shop)s" if by_shop else ""}
-                    GROUP BY ap.customer_id
+                    GROUP BY ap.customer_id, ap.shop_id
                 ) c
-                JOIN {Customer._meta.db_table} cu ON cu.id = c.customer_id
             ) shopped
         ) scored
         WHERE appointments > 0

@@ -59,7 +59,7 @@ class ShopLimitForm(ShopForm, LimitForm):
 
 
 class PastDateField(forms.DateField):
-    """A day before today (UTC), as YYYY-MM-DD; empty: `default_days_ago` days ago (the job decides)."""
+    """A day before today (UTC), as YYYY-MM-DD; empty: None (the job takes its default)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(required=False, input_formats=["%Y-%m-%d"], **kwargs)
