@@ -39,6 +39,9 @@ class Command(BaseCommand):
         self.stdout.write(f"Rules scored on the history before {at:%d %b %Y} (UTC), outcomes until {now:%d %b %Y}:")
         for name, rule in RULES.items():
             self.stdout.write(f"  {name:<11} {rule.description}")
+        self.stdout.write(
+            "Per tier on that day: the share of its customers' appointments since that they missed (customers)."
+        )
         shops = sorted(set().union(*by_rule.values()), key=lambda shop: (names.get(shop, ""), shop))
         if not shops:
             self.stdout.write("No customer has had an appointment since then: nothing to compare.")
