@@ -2,7 +2,8 @@
 #             then show every job's health and where alerts would go
 # make test   set up .venv, run the whole test suite (SQLite, or PostgreSQL when DATABASE_URL says so)
 # make lint   ruff, the layering contract (import-linter) and mypy
-# make bench  the recompute, offer-loop and resolve-outcomes benchmarks against PostgreSQL (see README, Performance)
+# make bench  the recompute, offer-loop, resolve-outcomes and standing/evaluation benchmarks against PostgreSQL
+#             (see README, Performance; Booking policy and standing)
 # make week   a simulated week of the vercel.json schedule with incidents, printing each alert (README, Alerts)
 PYTHON ?= python3
 VENV := .venv
@@ -23,6 +24,7 @@ demo: $(BIN)/.installed
 	$(BIN)/python manage.py seed_demo
 	$(BIN)/python manage.py resolve_outcomes
 	$(BIN)/python manage.py recompute_scores
+	$(BIN)/python manage.py evaluate_scores
 	$(BIN)/python manage.py offer_loop
 	$(BIN)/python manage.py expire_offers
 	$(BIN)/python manage.py run_job prune-job-runs
@@ -42,10 +44,12 @@ clean:
 
 N ?= 100000
 OUTCOMES_N ?= 100000
+STANDING_N ?= 1000000
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench.recompute --customers $(N)
 	$(BIN)/python -m bench.offers
 	$(BIN)/python -m bench.outcomes --appointments $(OUTCOMES_N)
+	$(BIN)/python -m bench.standing --customers $(STANDING_N) --appointments $(STANDING_N)
 
 week: $(BIN)/.installed
 	$(BIN)/python -m bench.week

@@ -4,6 +4,7 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/jobs/", include("jobs.urls")),
+    path("api/customers/", include("scoring.urls")),
 ]
 
 handler400 = "jobs.views.bad_request"

@@ -12,14 +12,28 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from jobs.admin import ReadOnly, TimesInUTCAdmin
+from scoring.evaluation_admin import shop_evaluation
 from scoring.models import Appointment, Customer, CustomerScore, Shop, SlotOffer, WaitlistEntry
 from scoring.offers import OfferError, respond_to_offer
+from scoring.policy_admin import BookingPolicyInline, default_rows
 
 
 @admin.register(Shop)
 class ShopAdmin(TimesInUTCAdmin):
     list_display = ["name", "customer_count", "created_at"]
     search_fields = ["name"]
+    inlines = [BookingPolicyInline]
+    readonly_fields = ["what_the_score_predicts"]
+
+    def get_formset_kwargs(self, request: HttpRequest, obj: Any, inline: Any, prefix: str) -> dict[str, Any]:
+        kwargs = super().get_formset_kwargs(request, obj, inline, prefix)
+        if isinstance(inline, BookingPolicyInline):
+            kwargs["initial"] = default_rows(obj)  # the tiers the shop never changed, with their defaults
+        return kwargs
+
+    @admin.display(description="what the score predicts")
+    def what_the_score_predicts(self, obj: Shop) -> SafeString:
+        return shop_evaluation(obj) if obj.pk else SafeString("")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Shop]:
         return super().get_queryset(request).annotate(customer_count=Count("customers"))

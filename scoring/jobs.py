@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, date, timedelta
 from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 
 from jobs.context import Context, Result
 from jobs.forms import JobForm, TrueFalseField, WholeNumberField
 from jobs.registry import job
-from scoring import offers, outcomes, scores
+from scoring import evaluation, offers, outcomes, scores
 from scoring.models import Shop
 
 LIMIT_DEFAULT, LIMIT_MAX = 200, 1000
@@ -55,6 +56,26 @@ class LimitForm(JobForm):
 
 class ShopLimitForm(ShopForm, LimitForm):
     pass
+
+
+class PastDateField(forms.DateField):
+    """A day before today (UTC), as YYYY-MM-DD; empty: None (the job takes its default)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(required=False, input_formats=["%Y-%m-%d"], **kwargs)
+
+    def to_python(self, value: Any) -> date | None:
+        try:
+            day = super().to_python(value)
+        except ValidationError:
+            raise ValidationError("must be a date, YYYY-MM-DD", code="invalid") from None
+        if day is not None and day >= timezone.now().astimezone(UTC).date():
+            raise ValidationError("must be a day before today (UTC)", code="invalid")
+        return day
+
+
+class EvaluateForm(ShopForm):
+    at = PastDateField(help_text=f"score as of this day, YYYY-MM-DD (default {evaluation.DEFAULT_DAYS_AGO} days ago)")
 
 
 class ResolveForm(JobForm):
@@ -131,3 +152,16 @@ def recompute_scores(ctx: Context) -> Result:
 )
 def offer_loop(ctx: Context) -> Result:
     return offers.offer_loop(ctx, shop=ctx.params["shop"], limit=ctx.params["limit"])
+
+
+@job(
+    name="evaluate-scores",
+    lock_id=482181,
+    schedule="0 5 * * 1",
+    description="Replay the rule at a past date and measure, per shop, what its tiers predicted since then.",
+    form=EvaluateForm,
+    counters=evaluation.COUNTERS,
+    grace=timedelta(hours=2),
+)
+def evaluate_scores(ctx: Context) -> Result:
+    return evaluation.evaluate_scores(ctx, at=ctx.params["at"], shop=ctx.params["shop"])

@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -310,3 +311,82 @@ class SlotOffer(models.Model):
 
     def __str__(self) -> str:
         return f"{self.slot} offered to {self.customer} ({self.status})"
+
+
+class Requirement(models.TextChoices):
+    """What a shop asks of a customer before an online booking (scoring.policy); the booking or payment platform
+    does the asking."""
+
+    NOTHING = "nothing"
+    CARD = "card", "Card on file"
+    DEPOSIT = "deposit", "Deposit"
+    CONFIRMATION = "confirmation", "Staff confirmation"
+    NO_ONLINE_BOOKING = "no_online_booking", "No online booking"
+
+
+class BookingPolicy(models.Model):
+    """What a shop requires of the customers of one tier. A shop without a row for a tier has the default
+    (scoring.policy.DEFAULTS), so a shop needs rows only for what it changed."""
+
+    shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="booking_policies")
+    tier = models.CharField(max_length=16, choices=Tier.choices)
+    requirement = models.CharField(max_length=24, choices=Requirement.choices)
+    deposit_percent = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="Of the price, 1 to 100: only for a deposit.",
+    )
+
+    class Meta:
+        verbose_name_plural = "booking policies"
+        ordering = ["shop", "tier"]
+        constraints = [
+            models.UniqueConstraint(fields=["shop", "tier"], name="policy_one_per_shop_and_tier"),
+            models.CheckConstraint(condition=Q(tier__in=Tier.values), name="policy_tier_valid"),
+            models.CheckConstraint(condition=Q(requirement__in=Requirement.values), name="policy_requirement_valid"),
+            models.CheckConstraint(
+                condition=Q(
+                    requirement=Requirement.DEPOSIT,
+                    deposit_percent__isnull=False,
+                    deposit_percent__gte=1,
+                    deposit_percent__lte=100,
+                )
+                | (~Q(requirement=Requirement.DEPOSIT) & Q(deposit_percent__isnull=True)),
+                name="policy_deposit_has_percent",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.shop}: {self.tier}"
+
+    def clean(self) -> None:
+        if self.requirement == Requirement.DEPOSIT and self.deposit_percent is None:
+            raise ValidationError({"deposit_percent": "A deposit needs its percent of the price (1 to 100)."})
+        if self.requirement != Requirement.DEPOSIT:
+            self.deposit_percent = None  # a percent left over from a deposit means nothing now
+
+
+class Evaluation(models.Model):
+    """What a rule's tiers at a past date predicted for one shop (scoring.evaluation): written by evaluate-scores,
+    one row per shop and run (and by compare_rules, never: it only prints)."""
+
+    id = models.BigAutoField(primary_key=True)
+    shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="evaluations")
+    at = models.DateField(help_text="T: the rule scored every customer on the history before this day (UTC).")
+    computed_at = models.DateTimeField(help_text="The run's `now`: what happened from T until then.")
+    rule = models.CharField(max_length=40)
+    window_days = models.PositiveSmallIntegerField()
+    customers = models.PositiveIntegerField(help_text="Customers with an appointment since T.")
+    appointments = models.PositiveIntegerField(help_text="Their resolved appointments since T.")
+    missed = models.PositiveIntegerField(help_text="Of those, no-shows and late cancels.")
+    auc = models.FloatField(null=True, blank=True, help_text="Empty when every customer missed, or none did.")
+    tier_changes = models.PositiveIntegerField(help_text="Customers whose tier now differs from their tier at T.")
+    tiers = models.JSONField(help_text="Per tier at T: customers, appointments, missed, customers who missed any.")
+
+    class Meta:
+        ordering = ["-computed_at", "shop"]
+        indexes = [models.Index(fields=["shop", "-computed_at"], name="evaluation_shop_latest")]
+
+    def __str__(self) -> str:
+        return f"{self.shop}: {self.rule} at {self.at}"

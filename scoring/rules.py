@@ -5,6 +5,7 @@ The scoring window is a setting (RECOMPUTE_SCORES_WINDOW_DAYS, 180 days by defau
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
@@ -71,3 +72,87 @@ def outcome_in_sql() -> Case:
         When(checked_in_at__isnull=False, then=Value(Outcome.ATTENDED.value)),
         default=Value(Outcome.NO_SHOW.value),
     )
+
+
+# Alternative rules, evaluated beside the default on a shop's own history (scoring.evaluation, compare_rules);
+# none of them scores anyone. Each gives a score from 0 to 100 from a customer's counts in the window, and the
+# tiers follow from it as for the default (tier_for).
+RECENT_DAYS = 60  # recency weighting: an appointment in the window's last RECENT_DAYS days counts twice
+PRIOR_WEIGHT = 2  # the fitted prior is worth this many appointments, as Beta(1, 1) is in the default rule
+
+
+class Counts(NamedTuple):
+    """A customer's scored appointments in a window, those of them in its last RECENT_DAYS days, and their shop's
+    (all its customers') in the window."""
+
+    attended: int
+    no_shows: int
+    late_cancels: int
+    recent_attended: int = 0
+    recent_no_shows: int = 0
+    recent_late_cancels: int = 0
+    shop_attended: int = 0
+    shop_no_shows: int = 0
+    shop_late_cancels: int = 0
+
+
+class Rule(NamedTuple):
+    name: str
+    description: str
+    score: Callable[[Counts], int]  # the rule in Python (the tests hold it to its SQL twin)
+    sql: Callable[[Mapping[str, str]], str]  # the rule in SQL for PostgreSQL and SQLite, of the Counts' columns
+
+
+def _default_sql(c: Mapping[str, str]) -> str:
+    d = f"(2 * {c['attended']} + 2 * {c['no_shows']} + {c['late_cancels']} + 4)"
+    return f"((400 * ({c['attended']} + 1) + {d}) / (2 * {d}))"
+
+
+def _recency_score(c: Counts) -> int:
+    return score_for(
+        c.attended + c.recent_attended, c.no_shows + c.recent_no_shows, c.late_cancels + c.recent_late_cancels
+    ).score
+
+
+def _recency_sql(c: Mapping[str, str]) -> str:
+    return _default_sql({name: f"({c[name]} + {c['recent_' + name]})" for name in Counts._fields[:3]})
+
+
+def _prior_score(c: Counts) -> int:
+    # p = P / Q, the shop's (A + 1) / (A + N + L/2 + 2); the score 100 (A + 2p) / (A + N + L/2 + 2) rounded half up,
+    # in integers as the default rule is (no floating point: PostgreSQL and SQLite round floats differently).
+    p, q = 2 * c.shop_attended + 2, 2 * c.shop_attended + 2 * c.shop_no_shows + c.shop_late_cancels + 4
+    numerator = 100 * (2 * c.attended * q + 2 * PRIOR_WEIGHT * p)
+    denominator = q * (2 * c.attended + 2 * c.no_shows + c.late_cancels + 2 * PRIOR_WEIGHT)
+    return (2 * numerator + denominator) // (2 * denominator)
+
+
+def _prior_sql(c: Mapping[str, str]) -> str:
+    p = f"(2 * {c['shop_attended']} + 2)"
+    q = f"(2 * {c['shop_attended']} + 2 * {c['shop_no_shows']} + {c['shop_late_cancels']} + 4)"
+    numerator = f"(100 * (2 * {c['attended']} * {q} + {2 * PRIOR_WEIGHT} * {p}))"
+    denominator = f"({q} * (2 * {c['attended']} + 2 * {c['no_shows']} + {c['late_cancels']} + {2 * PRIOR_WEIGHT}))"
+    return f"((2 * {numerator} + {denominator}) / (2 * {denominator}))"
+
+
+RULES = {
+    "default": Rule(
+        "default",
+        "100 (A+1) / (A+N+L/2+2): Laplace's rule, Beta(1, 1) prior",
+        lambda c: score_for(c.attended, c.no_shows, c.late_cancels).score,
+        _default_sql,
+    ),
+    "recency": Rule(
+        "recency",
+        f"the default, with the window's last {RECENT_DAYS} days counted twice",
+        _recency_score,
+        _recency_sql,
+    ),
+    "shop-prior": Rule(
+        "shop-prior",
+        f"100 (A + {PRIOR_WEIGHT}p) / (A+N+L/2+{PRIOR_WEIGHT}), p the shop's own attendance rate",
+        _prior_score,
+        _prior_sql,
+    ),
+}
+DEFAULT_RULE = "default"

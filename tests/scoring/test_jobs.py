@@ -51,7 +51,7 @@ def test_vercel_json_and_the_declarations_agree_and_each_cron_path_answers_a_ver
 def test_every_scoring_job_is_declared_with_its_reference_lock_id():
     assert {name: job.lock_id for name, job in JOBS.items()} == {
         "resolve-outcomes": 482173, "expire-offers": 482174, "recompute-scores": 482175, "offer-loop": 482176,
-        "prune-job-runs": 482177,
+        "prune-job-runs": 482177, "evaluate-scores": 482181,
     }  # fmt: skip
 
 

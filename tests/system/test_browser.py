@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from datetime import timedelta
+from io import StringIO
 from pathlib import Path
 
 import pytest
@@ -106,4 +107,48 @@ def test_staff_see_late_and_failing_jobs_open_a_run_and_run_a_job_now(browser, l
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, f"the overview is {width} px wide on a 390 px phone"
     page.screenshot(path=str(PHONE), full_page=True)
+    page.close()
+
+
+EVALUATION = ROOT / "docs" / "shop-evaluation.png"
+
+
+def test_an_owner_sees_what_the_score_predicts_and_sets_the_booking_policy_on_the_shop_page(browser, live_server):
+    """`make demo`'s data and nightly jobs, then evaluate-scores; the screenshot is the README's."""
+    from django.core.management import call_command
+
+    from scoring import demo
+    from scoring.models import BookingPolicy, Evaluation, Shop
+
+    demo.seed(shops=3, customers=300, appointments=3000, seed=42, now=timezone.now())
+    for command in ("resolve_outcomes", "recompute_scores", "evaluate_scores"):
+        call_command(command, stdout=StringIO())
+    shop = Shop.objects.get(name="Lumen Skin Clinic")
+    evaluation = Evaluation.objects.get(shop=shop)
+    User.objects.create_superuser("owner", "owner@example.com", "a-long-test-password")
+
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/scoring/shop/{shop.pk}/change/")
+    page.fill("#id_username", "owner")
+    page.fill("#id_password", "a-long-test-password")
+    page.click("input[type=submit]")
+    page.wait_for_selector(".shop-evaluation")
+    sentence = page.inner_text(".evaluation-sentence")
+    assert sentence.startswith(f"Customers rated risky on {evaluation.at.day} {evaluation.at:%b} missed ")
+    assert page.locator(".evaluation-chart rect").count() == 4
+    shares = page.locator(".evaluation-table td.share").all_inner_texts()
+    assert len(shares) == 4 and all(share.endswith("%") or share == "-" for share in shares)
+
+    # The risky row (the fourth, a default not stored yet): a deposit of 20 % instead of a card.
+    page.select_option("#id_booking_policies-3-requirement", "deposit")
+    page.fill("#id_booking_policies-3-deposit_percent", "20")
+    page.click("input[name=_continue]")
+    page.wait_for_selector(".messagelist")
+    assert list(BookingPolicy.objects.filter(shop=shop).values_list("tier", "requirement", "deposit_percent")) == [
+        ("risky", "deposit", 20)
+    ]
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 1400, f"the shop page is {width} px wide at 1400 px"
+    page.locator(".shop-evaluation").scroll_into_view_if_needed()
+    page.screenshot(path=str(EVALUATION), full_page=True)
     page.close()
