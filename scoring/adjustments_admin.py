@@ -154,9 +154,10 @@ class AdjustmentAdmin(ReadOnly, TimesInUTCAdmin):
             else:
                 done = "Forgiveness undone" if undo else "Forgiven"
                 return self._done(request, appointment.customer_id, f"{done}: {appointment}. {_said(now)}")
-        verb = "Undo the forgiveness of" if undo else "Forgive"
-        return self._form(request, form, f"{verb} {appointment.get_outcome_display().lower()}", appointment.customer,
-                          details=[("Appointment", str(appointment)), ("Outcome", appointment.get_outcome_display())],
+        outcome = appointment.get_outcome_display()
+        title = f"{'Undo the forgiveness of' if undo else 'Forgive'} the {outcome.lower()} of"
+        return self._form(request, form, title, appointment.customer,
+                          details=[("Appointment", str(appointment)), ("Outcome", outcome)],
                           submit="Undo forgiveness" if undo else "Forgive")  # fmt: skip
 
     def pin_view(self, request: HttpRequest, customer_id: uuid.UUID) -> HttpResponse:

@@ -50,7 +50,7 @@ def test_forgiving_needs_its_own_permission():
     assert not Appointment.objects.get(pk=no_show.pk).forgiven
     page = staff("forgive").get(url)
     assert page.status_code == 200
-    assert "Forgive no-show" in page.content.decode() and 'name="reason"' in page.content.decode()
+    assert "Forgive the no-show of" in page.content.decode() and 'name="reason"' in page.content.decode()
 
 
 def test_staff_forgive_from_the_form_and_land_on_the_customers_page_with_the_new_score():
