@@ -371,7 +371,7 @@ FROM (
                    count(*) FILTER (WHERE outcome = 'cancelled') AS c,
                    max(starts_at) AS last_at
             FROM scoring_appointment
-            WHERE outcome <> 'pending' AND starts_at >= %(start)s AND starts_at < %(now)s
+            WHERE outcome <> 'pending' AND NOT forgiven AND starts_at >= %(start)s AND starts_at < %(now)s
             GROUP BY customer_id
         ) counts ON counts.customer_id = cu.id
     ) counted
@@ -417,9 +417,9 @@ def measure_naive(url: str, now: datetime, sample: int, n: int) -> dict[str, Any
     CustomerScore.objects.filter(customer_id__in=chosen).delete()
     started = time.perf_counter()
     for customer in Customer.objects.filter(id__in=chosen):
-        appointments = Appointment.objects.filter(customer=customer, starts_at__gte=start, starts_at__lt=now).exclude(
-            outcome=Outcome.PENDING
-        )
+        appointments = Appointment.objects.filter(
+            customer=customer, starts_at__gte=start, starts_at__lt=now, forgiven=False
+        ).exclude(outcome=Outcome.PENDING)
         counts = Counter(a.outcome for a in appointments)
         last = max((a.starts_at for a in appointments), default=None)
         score, tier = score_for(counts[Outcome.ATTENDED], counts[Outcome.NO_SHOW], counts[Outcome.LATE_CANCEL])

@@ -143,3 +143,6 @@ class SlotOfferAdmin(ReadOnly, TimesInUTCAdmin):
                 messages.error(request, f"{offer}: not recorded ({type(error).__name__}); try again.")
             else:
                 messages.success(request, f"{offer}: {'accepted' if accept else 'declined'}.")
+
+
+from scoring import adjustments_admin  # noqa: E402, F401  (staff adjustments: the log and the forgive/pin forms)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, date, timedelta
 from typing import Any
 
@@ -14,7 +15,7 @@ from django.utils import timezone
 from jobs.context import Context, Result
 from jobs.forms import JobForm, TrueFalseField, WholeNumberField
 from jobs.registry import job
-from scoring import evaluation, offers, outcomes, scores
+from scoring import adjustments, evaluation, offers, outcomes, scores
 from scoring.models import Shop
 
 LIMIT_DEFAULT, LIMIT_MAX = 200, 1000
@@ -133,13 +134,16 @@ def recompute_kind(params: Mapping[str, Any], counters: Mapping[str, Any]) -> st
     schedule="0 2 * * *",
     description="Rescore the customers whose appointments changed or crossed the window's edges (or all: full).",
     form=RecomputeForm,
-    counters=scores.COUNTERS,
+    counters=(*scores.COUNTERS, "forgiven"),
     also=(("0 3 * * 0", "full=1"),),  # a weekly full pass
     backlog=scores.backlog,
     kind=recompute_kind,
 )
 def recompute_scores(ctx: Context) -> Result:
-    return scores.recompute_scores(ctx, shop=ctx.params["shop"], full=ctx.params["full"])
+    # First the shops' grace rules: the no-shows they forgive mark their customers, whom this run then rescores.
+    forgiven = adjustments.apply_grace_rule(ctx.now, shop=ctx.params["shop"])
+    result = scores.recompute_scores(ctx, shop=ctx.params["shop"], full=ctx.params["full"])
+    return replace(result, counters={**result.counters, "forgiven": forgiven})
 
 
 @job(

@@ -80,12 +80,15 @@ class Appointment(models.Model):
     class Meta:
         ordering = ["-starts_at"]
         indexes = [
-            # recompute-scores: one customer's window, read from the index alone.
-            models.Index(fields=["customer", "starts_at", "outcome"], name="appt_customer_window"),
+            # recompute-scores: one customer's window, read from the index alone (forgiven ones count in no
+            # score; the column fits in the entries' alignment padding).
+            models.Index(fields=["customer", "starts_at", "outcome", "forgiven"], name="appt_customer_window"),
             # recompute-scores: the appointments that crossed an edge of the window since the last run, and
             # what they count as, read from the index alone.
             models.Index(
-                fields=["starts_at", "customer", "outcome"], condition=~Q(outcome="pending"), name="appt_window_edge"
+                fields=["starts_at", "customer", "outcome", "forgiven"],
+                condition=~Q(outcome="pending"),
+                name="appt_window_edge",
             ),
             # resolve-outcomes: the oldest finished appointments still pending.
             models.Index(fields=["ends_at"], condition=Q(outcome="pending"), name="appt_pending_by_end"),
@@ -165,7 +168,10 @@ class Adjustment(models.Model):
             ("forgive", "Can forgive a no-show or late cancel"),
             ("pin_tier", "Can pin a customer's tier"),
         ]
-        indexes = [models.Index(fields=["customer", "-at"], name="adjustment_customer")]
+        indexes = [
+            models.Index(fields=["customer", "-at"], name="adjustment_customer"),
+            models.Index(fields=["-at", "-id"], name="adjustment_newest_first"),  # the admin's list
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_action_display()} by {self.by} at {utc(self.at)}"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -23,6 +23,7 @@ from django.db.models import Case, Exists, IntegerField, OuterRef, QuerySet, Val
 from django.db.models.functions import Coalesce
 
 from jobs.context import Backlog, Context, Result
+from scoring.adjustments import effective_tier_expression, today_utc
 from scoring.models import Appointment, Customer, OfferStatus, SlotOffer, Tier, WaitlistEntry
 from scoring.rules import UNSCORED_RANK
 
@@ -95,7 +96,7 @@ def offer_open_slots(now: datetime, *, limit: int, slots: QuerySet[Appointment])
     counters["remaining"] = max(takeable_count - len(batch), 0)
     if not batch:
         return counters
-    chosen = _match(batch, _candidates(batch), _offered_before(batch), _busy(batch))
+    chosen = _match(batch, _candidates(batch, today_utc(now)), _offered_before(batch), _busy(batch))
     counters["exhausted"] += len(batch) - len(chosen)
     expires_at = now + timedelta(minutes=settings.OFFER_TTL_MINUTES)
     # SQLite: one transaction from the check to the insert, which holds the write lock (IMMEDIATE).
@@ -173,16 +174,16 @@ def _eligible() -> QuerySet[WaitlistEntry]:
     )
 
 
-def _candidates(batch: Sequence[Slot]) -> dict[uuid.UUID, list[tuple[uuid.UUID, uuid.UUID]]]:
-    """Per shop, the open entries without a pending offer, best first: (entry id, customer id)."""
+def _candidates(batch: Sequence[Slot], today: date) -> dict[uuid.UUID, list[tuple[uuid.UUID, uuid.UUID]]]:
+    """Per shop, the open entries without a pending offer, best first: (entry id, customer id). `risky` is the
+    effective tier (a pinned one while it lasts, scoring.adjustments)."""
     pending = SlotOffer.objects.filter(customer_id=OuterRef("customer_id"), status=OfferStatus.PENDING)
     entries = (
         WaitlistEntry.objects.filter(shop_id__in={slot["shop_id"] for slot in batch}, closed_at__isnull=True)
         .filter(~Exists(pending))
         .annotate(
-            risky=Case(
-                When(customer__score__tier=Tier.RISKY, then=Value(1)), default=Value(0), output_field=IntegerField()
-            ),
+            effective_tier=effective_tier_expression("customer__", today=today),
+            risky=Case(When(effective_tier=Tier.RISKY, then=Value(1)), default=Value(0), output_field=IntegerField()),
             rank=Coalesce("customer__score__score", Value(UNSCORED_RANK)),
         )
         .order_by("risky", "-rank", "created_at", "id")

@@ -48,13 +48,3 @@ def policy_for(tier: str, requirement: str | None, deposit_percent: int | None) 
     if requirement is None:
         return Policy(tier, DEFAULTS[tier], default=True)
     return Policy(tier, requirement, deposit_percent)
-
-
-def effective_tier_sql(customer: str, score: str) -> str:
-    """A customer's effective tier in SQL (PostgreSQL and SQLite), of the customer and score table aliases given:
-    the tier staff pinned while the pin lasts (`pinned_until`, a UTC date, inclusive, the parameter %(today)s),
-    else their score's, `new` with no score."""
-    return (
-        f"CASE WHEN {customer}.pinned_tier <> '' AND {customer}.pinned_until >= %(today)s "
-        f"THEN {customer}.pinned_tier ELSE COALESCE({score}.tier, '{Tier.NEW.value}') END"
-    )

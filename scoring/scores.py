@@ -323,7 +323,7 @@ def _slide(since: datetime, now: datetime) -> int:
     pending = Outcome.PENDING.value
     crossed = " UNION ALL ".join(  # the two edges' ranges; when they overlap (a gap longer than the window)
         f"SELECT customer_id, outcome, starts_at FROM {appointments} "  # an appointment adds 0 twice
-        f"WHERE outcome <> '{pending}' AND starts_at >= %({low})s AND starts_at < %({high})s"
+        f"WHERE outcome <> '{pending}' AND NOT forgiven AND starts_at >= %({low})s AND starts_at < %({high})s"
         for low, high in (("old_start", "start"), ("old_now", "now"))
     )
     sums = ", ".join(
@@ -369,7 +369,7 @@ def _unexplained(suspects: set[uuid.UUID], since: datetime | None, now: datetime
     suspects -= set(CustomerChange.objects.filter(customer_id__in=suspects).values_list("customer_id", flat=True))
     crossed: set[uuid.UUID] = set()
     for low, high in _edges(since, now):
-        scored = Appointment.objects.exclude(outcome=Outcome.PENDING)
+        scored = Appointment.objects.exclude(outcome=Outcome.PENDING).filter(forgiven=False)
         crossed |= set(
             scored.filter(customer_id__in=suspects, starts_at__gte=low, starts_at__lt=high).values_list(
                 "customer_id", flat=True
@@ -414,7 +414,7 @@ def _upsert_sql(vendor: str, where: str, *, by_shop: bool) -> str:
             FROM {Customer._meta.db_table} cu
             LEFT JOIN {appointments} ap
                    ON ap.customer_id = cu.id
-                  AND ap.outcome <> '{Outcome.PENDING.value}'
+                  AND ap.outcome <> '{Outcome.PENDING.value}' AND NOT ap.forgiven
                   AND ap.starts_at >= %(start)s AND ap.starts_at < %(now)s
                   -- a range of ids on this side too: the planner reads just its slice of the index
                   {"AND " + where.replace("cu.id", "ap.customer_id") if " > " in where else ""}
@@ -437,6 +437,25 @@ def _upsert_sql(vendor: str, where: str, *, by_shop: bool) -> str:
            OR {scores}.last_appointment_at {null_safe_differs} excluded.last_appointment_at
         RETURNING customer_id, {inserted}
     """
+
+
+def rescore(customers: Sequence[uuid.UUID], now: datetime) -> None:
+    """Score these customers at `now` at once (staff forgave one of their appointments), and leave them marked.
+
+    Their scores are then exact at `now`, not at the window's end every unmarked score shares
+    (`ScoringState.last_now`): marked, they are not slid by the next run but rescored with everyone else's
+    window, so that the next incremental and full runs agree with each other.
+    """
+    batch = Batch(ids=list(customers), size=len(customers))
+    with transaction.atomic(), connection.cursor() as cursor:
+        where, params = batch.where("cu.id")
+        cursor.execute(_upsert_sql(connection.vendor, where, by_shop=False), {**params, **_window(now), "shop": None})
+        where, params = batch.where("id")
+        cursor.execute(
+            f"INSERT INTO {CustomerChange._meta.db_table} (customer_id) "
+            f"SELECT id FROM {Customer._meta.db_table} WHERE {where}",
+            params,
+        )
 
 
 def backlog(now: datetime) -> Backlog:

@@ -22,6 +22,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils.dateparse import parse_date, parse_datetime
 
+from scoring.adjustments import effective_tier_sql
 from scoring.models import (
     Action,
     Adjustment,
@@ -33,7 +34,7 @@ from scoring.models import (
     ScoringState,
     Tier,
 )
-from scoring.policy import effective_tier_sql, policy_for
+from scoring.policy import policy_for
 from scoring.rules import NEW_BELOW
 
 COLUMNS = (

@@ -197,6 +197,7 @@ changes = st.one_of(
     st.tuples(st.just("reassign"), st.integers(0, 50), st.integers(0, 19)),
     st.tuples(st.just("move"), st.integers(0, 19), st.integers(0, 1)),
     st.tuples(st.just("delete"), st.integers(0, 50)),
+    st.tuples(st.just("forgive"), st.integers(0, 50), st.booleans()),  # counts in no score (scoring.adjustments)
 )
 # Rounds of a few changes, each followed by a run some hours or days later: a whole run (incremental unless
 # a full pass is due), a full pass, a run for one shop, or a run whose time budget is spent after its first
@@ -232,6 +233,8 @@ def test_whatever_the_changes_and_runs_the_stored_scores_equal_a_full_recompute(
                         Customer.objects.filter(pk=people[who].pk).update(shop=shops[shop])
                     case ("delete", n) if visits:
                         Appointment.objects.filter(pk=visits[n % len(visits)].pk).delete()
+                    case ("forgive", n, forgiven) if visits:
+                        Appointment.objects.filter(pk=visits[n % len(visits)].pk).update(forgiven=forgiven)
             now += timedelta(hours=hours)  # across the window's edges, and sometimes not at all
             ctx = Context(now=now, deadline=0 if run.startswith("cut") else math.inf)
             shop = shops[hours % 2].pk if run == "shop" else None
