@@ -14,7 +14,7 @@ one of --runs (the same rates over a tenth of the time, so a path that grows wit
    - the jobs overview (admin/jobs/, logged in), target 150 ms median, beside the auth app's admin page
      (the same admin machinery, no ledger) as its baseline;
    each with a new database connection per request (CONN_MAX_AGE 0, the default) and with persistent
-   connections (`?conn_max_age=60` on DATABASE_URL);
+   connections (`?conn_max_age=3600` on DATABASE_URL);
 2. in this process: a run's fixed cost, `run_job()` of a job with nothing to do, target 20 ms, beside the SQL
    floor of a recorded, locked run (INSERT, BEGIN, lock, UPDATE, COMMIT over a bare psycopg connection);
 3. the round trips of each path (statements, BEGIN and COMMIT, as Django sends them; the connection's own
@@ -273,6 +273,16 @@ def measure_fixed(url: str, runs: int) -> dict[str, float]:
 
     floor_sql = psycopg.connect(url, autocommit=True)
     took, floor = [], []
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def backend_cpu() -> float:
+        fields = Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    cpu_before, backend_before = time.process_time(), backend_cpu()
     for _ in range(runs):
         started = time.perf_counter()
         run = run_job("bench-noop", trigger=Trigger.CLI)
@@ -293,18 +303,21 @@ def measure_fixed(url: str, runs: int) -> dict[str, float]:
                 [run_id],
             )
         floor.append(time.perf_counter() - started)
+    # The CPU of this process (the runner's Python, and the floor's little) and of the runner's database backend.
+    cpu = (time.process_time() - cpu_before + backend_cpu() - backend_before) / runs * 1000
     floor_sql.execute("DELETE FROM jobs_jobrun WHERE job = 'bench-floor'")
     floor_sql.close()
     connection.close()
-    return {"fixed": statistics.median(took) * 1000, "floor": statistics.median(floor) * 1000}
+    return {"fixed": statistics.median(took) * 1000, "floor": statistics.median(floor) * 1000, "cpu": cpu}
 
 
-def measure_http(env: dict[str, str], url: str, mode: str, cookie: str, requests: int) -> dict[str, float]:
-    """Median latency of each path through gunicorn on loopback, the paths interleaved."""
+def measure_http(env: dict[str, str], url: str, mode: str, cookie: str, requests: int) -> dict[str, Any]:
+    """Median latency of each path through gunicorn on loopback, the paths interleaved; with persistent
+    connections also the CPU each request costs the worker and its PostgreSQL backend together (`cpu`)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server_url = url + ("?conn_max_age=60" if mode == "persistent" else "")
+    server_url = url + ("?conn_max_age=3600&application_name=bench-server" if mode == "persistent" else "")
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "project.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
         env={**env, "DATABASE_URL": server_url}, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -333,10 +346,36 @@ def measure_http(env: dict[str, str], url: str, mode: str, cookie: str, requests
                     started = time.perf_counter()
                     call()
                     timings[name].append(time.perf_counter() - started)
+            cpu = cpu_per_request(server.pid, holder, paths, every, requests) if mode == "persistent" else {}
     finally:
         server.terminate()
         server.wait(10)
-    return {name: statistics.median(times) * 1000 for name, times in timings.items()}
+    return {**{name: statistics.median(times) * 1000 for name, times in timings.items()}, "cpu": cpu}
+
+
+def cpu_per_request(
+    master: int, conn: psycopg.Connection, paths: dict[str, Callable[[], bytes]], every: dict[str, int], requests: int
+) -> dict[str, float]:
+    """The CPU time, in ms, one request of each path costs the gunicorn worker and its database backend together
+    (their user and system time from /proc, over a batch of requests of that path). On an idle machine a request
+    takes about that long; on a busy one its wall time also holds the time spent waiting for a core, which this
+    leaves out. The database's own background work (WAL writer, checkpoints) is not counted."""
+    (worker,) = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    backend = scalar(conn, "SELECT pid FROM pg_stat_activity WHERE application_name = 'bench-server'")
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def used() -> float:
+        fields = [Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split() for pid in (worker, backend)]
+        return sum(int(f[11]) + int(f[12]) for f in fields) / tick  # utime and stime, in clock ticks
+
+    cpu = {}
+    for name, call in paths.items():
+        batch = requests // every[name]
+        before = used()
+        for _ in range(batch):
+            call()
+        cpu[name] = (used() - before) / batch * 1000
+    return cpu
 
 
 def get(url: str, headers: dict[str, str], status: int | None, expect: bytes = b"") -> bytes:
@@ -370,60 +409,64 @@ def render(sizes: list[dict[str, Any]], requests: int) -> str:
 
     pg = connection.cursor().connection.info.server_version
     small, large = sizes
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     lines = [
         "# The framework's all-day paths: skipped runs, health, the overview, a run's fixed cost",
         "",
-        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; load average at the end {load}",
         f"- machine: {cpu()}, {os.cpu_count()} cores; PostgreSQL {pg // 10000}.{pg % 10000}, "
         f"Python {platform.python_version()}, Django {django.get_version()}",
         "- reproduce: `make bench` (or `python -m bench.paths`)",
         "",
-        f"Medians; {requests} skipped runs and 401s, {requests // 2} health requests, {requests // 5} overview pages "
-        "per ledger and connection mode, interleaved. Ratios are against the baseline measured in the same run.",
+        f"Wall times are medians of {requests} skipped runs and 401s, {requests // 2} health requests and "
+        f"{requests // 5} pages of each kind per ledger and connection mode, interleaved; `x` is the ratio to the "
+        "baseline measured in the same run. CPU is what one request costs the gunicorn worker and its PostgreSQL "
+        "backend together (persistent connections, the large ledger): about what it takes on an idle machine, "
+        "where the wall times above also hold the time spent waiting for a core.",
         "",
-        "| path | target | round trips | "
-        + " | ".join(f"{s['runs']:,} runs, new conn. / persistent" for s in sizes)
-        + " | large / small |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"| path | target | round trips | CPU ms | wall ms, {small['runs']:,} runs: new conn. / persistent | "
+        f"wall ms, {large['runs']:,} runs: new conn. / persistent | {large['runs']:,} / {small['runs']:,} runs |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
 
-    def cell(size: dict[str, Any], name: str) -> str:
+    def wall(size: dict[str, Any], name: str, baseline: str | None) -> str:
         new, kept = size["http"]["new"][name], size["http"]["persistent"][name]
-        return f"{new:.1f} / {kept:.1f} ms"
+        if baseline is None:
+            return f"{new:.1f} / {kept:.1f}"
+        new_x, kept_x = new / size["http"]["new"][baseline], kept / size["http"]["persistent"][baseline]
+        return f"{new:.1f} (x{new_x:.1f}) / {kept:.1f} (x{kept_x:.1f})"
 
     for name, label, baseline in (
-        ("401", "401 without the database (baseline)", None),
-        ("skip", "skipped run (lock held elsewhere)", "401"),
-        ("health", "health endpoint", "401"),
-        ("auth page", "admin page without the ledger (baseline)", None),
-        ("overview", "jobs overview", "auth page"),
+        ("401", "401, answered without the database (baseline)", None),
+        ("skip", "skipped run, lock held by another session (x the 401)", "401"),
+        ("health", "health endpoint (x the 401)", "401"),
+        ("auth page", "an admin page without the ledger (baseline)", None),
+        ("overview", "jobs overview (x the admin page)", "auth page"),
     ):
         target = f"≤ {TARGETS_MS[name]:.0f} ms" if name in TARGETS_MS else "-"
-        count = str(large["counts"].get(name, "0" if name == "401" else "-"))
-        ratios = ""
-        if baseline:
-            ratios = (
-                " (x"
-                + " / x".join(
-                    f"{s['http'][m][name] / s['http'][m][baseline]:.1f}" for s in sizes for m in ("new", "persistent")
-                )
-                + f" the {baseline})"
-            )
+        count = large["counts"].get(name, 0)
         growth = large["http"]["persistent"][name] / small["http"]["persistent"][name]
         lines.append(
-            f"| {label}{ratios} | {target} | {count} | {cell(small, name)} | {cell(large, name)} | {growth:.2f} |"
+            f"| {label} | {target} | {count} | {large['http']['persistent']['cpu'][name]:.1f} | "
+            f"{wall(small, name, baseline)} | {wall(large, name, baseline)} | {growth:.2f} |"
         )
+    fixed = [s["fixed"] for s in sizes]
     lines.append(
-        f"| a run's fixed cost (a job with nothing to do, in process) | ≤ 20 ms | {large['counts']['fixed']} | "
-        + " | ".join(f"{s['fixed']['fixed']:.1f} ms (x{s['fixed']['fixed'] / s['fixed']['floor']:.1f} the floor, "
-                     f"{s['fixed']['floor']:.1f} ms)" for s in sizes)
-        + f" | {large['fixed']['fixed'] / small['fixed']['fixed']:.2f} |"
-    )  # fmt: skip
+        f"| a run's fixed cost: `run_job()` of a job with nothing to do, in process (x the floor) | ≤ 20 ms | "
+        f"{large['counts']['fixed']} | {fixed[1]['cpu']:.1f} | "
+        + " | ".join(f"{f['fixed']:.1f} (x{f['fixed'] / f['floor']:.1f})" for f in fixed)
+        + f" | {fixed[1]['fixed'] / fixed[0]['fixed']:.2f} |"
+    )
     lines += [
+        "| floor of a run: INSERT its row, BEGIN, take the lock, UPDATE the row, COMMIT (bare psycopg) | - | 5 | - | "
+        + " | ".join(f"{f['floor']:.1f}" for f in fixed)
+        + f" | {fixed[1]['floor'] / fixed[0]['floor']:.2f} |",
         "",
-        "The floor of a run: INSERT its row, BEGIN, take the lock, UPDATE the row, COMMIT, over a bare psycopg "
-        "connection. Round trips are counted at the large ledger (statements, BEGIN and COMMIT; the connection's "
-        "own start-up, with a new connection per request, is not counted).",
+        "Round trips are counted on the large ledger: statements, BEGIN and COMMIT, as Django sends them (the "
+        "connection's own start-up, with a new connection per request, comes on top). The run's fixed cost is "
+        "measured in process (no connection start-up), its CPU that of the process and its database backend; it "
+        "includes the alert check over every job, the domain's backlog queries included. The last column is the "
+        "large ledger's wall time over the small one's (persistent connections): 1.00 means no growth.",
         "",
     ]
     return "\n".join(lines)
