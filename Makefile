@@ -2,7 +2,8 @@
 #             then show every job's health and where alerts would go
 # make test   set up .venv, run the whole test suite (SQLite, or PostgreSQL when DATABASE_URL says so)
 # make lint   ruff, the layering contract (import-linter) and mypy
-# make bench  the recompute, offer-loop, resolve-outcomes and standing/evaluation benchmarks against PostgreSQL
+# make bench  the recompute, offer-loop, resolve-outcomes and standing/evaluation benchmarks against PostgreSQL,
+#             and the framework's all-day paths: skipped runs, health, the overview, a run's fixed cost
 #             (see README, Performance; Booking policy and standing)
 # make week   a simulated week of the vercel.json schedule with incidents, printing each alert (README, Alerts)
 PYTHON ?= python3
@@ -50,6 +51,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python -m bench.offers
 	$(BIN)/python -m bench.outcomes --appointments $(OUTCOMES_N)
 	$(BIN)/python -m bench.standing --customers $(STANDING_N) --appointments $(STANDING_N)
+	$(BIN)/python -m bench.paths
 
 week: $(BIN)/.installed
 	$(BIN)/python -m bench.week

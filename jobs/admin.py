@@ -355,7 +355,7 @@ def overview_context(request: HttpRequest) -> dict[str, Any]:
     healths = overview(now)
     for health in healths:
         last, success = health.last_run, health.last_success
-        recent = list(JobRun.objects.filter(job=health.job.name).order_by("-id")[:STRIP])[::-1]
+        recent = list(JobRun.objects.filter(job=health.job.name).order_by("-started_at", "-id")[:STRIP])[::-1]
         failure = real_runs(health.job).filter(status__in=[Status.FAILED, Status.ABANDONED, Status.PARTIAL]).first()
         rows.append(
             {

@@ -20,7 +20,7 @@ from django.db.models import F, Q
 from django.urls import reverse
 
 from jobs import outbox
-from jobs.health import FINISHED, JobHealth, ago, health, missed_runs, real_runs
+from jobs.health import FINISHED, JobHealth, ago, health, missed_runs, overdue, real_runs
 from jobs.models import JobAlert, Status
 from jobs.outbox import Message, webhook_host
 from jobs.registry import JOBS, Job
@@ -37,8 +37,10 @@ def check(now: datetime, *, send_for: float = outbox.REQUEST_SECONDS) -> list[Jo
     A message is written in the transaction of the conditional update that moves its job's alert state on:
     both are committed, or neither; and nothing is sent before they are.
     """
-    JobAlert.objects.bulk_create([JobAlert(job=name) for name in JOBS], ignore_conflicts=True)
     states = {state.job: state for state in JobAlert.objects.filter(job__in=list(JOBS))}
+    if len(states) < len(JOBS):  # a job's first check: its state row, once (another process may write it first)
+        JobAlert.objects.bulk_create([JobAlert(job=name) for name in JOBS if name not in states], ignore_conflicts=True)
+        states = {state.job: state for state in JobAlert.objects.filter(job__in=list(JOBS))}
     healths = []
     for job in JOBS.values():
         current = health(job, now)
@@ -61,10 +63,15 @@ def check(now: datetime, *, send_for: float = outbox.REQUEST_SECONDS) -> list[Jo
     return healths
 
 
-def check_quietly(now: datetime) -> None:
-    """check(), for the end of a run: an alert problem is logged, never the run's problem."""
+def check_quietly(now: datetime, *, skipped: Job | None = None) -> None:
+    """check(), for the end of a run: an alert problem is logged, never the run's problem.
+
+    After a run of `skipped` that found its lock held, only if that job is overdue: a skipped run changes no verdict
+    but one, late to blocked, and only an overdue job can turn blocked. A run holding the lock checks when it ends.
+    """
     try:
-        check(now)
+        if skipped is None or overdue(skipped, now):
+            check(now)
     except Exception:
         logger.exception("the alert check failed; it runs again after the next run or health request")
 

@@ -98,17 +98,8 @@ def hold(lock_id: int, owner: str = "") -> Iterator[Lock]:
     """
     if connection.vendor == "postgresql":
         with transaction.atomic(durable=True), connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [lock_id])
-            held = bool(cursor.fetchone()[0])
-            if held:  # name this session for as long as it holds the lock, so a run that finds it taken can say by whom
-                cursor.execute("SELECT set_config('application_name', %s, true)", [owner[:63]])
-                # and make a killed client's backend notice within DEAD_CLIENT_CHECK, even mid-statement (14+)
-                if connection.pg_version >= 140000:  # type: ignore[attr-defined]
-                    cursor.execute(
-                        "SELECT set_config('client_connection_check_interval', %s, true)", [DEAD_CLIENT_CHECK]
-                    )
-            key = lock_id & 0xFFFFFFFFFFFFFFFF  # a bigint key shows in pg_locks as two unsigned halves
-            yield Lock(lock_id, held=held, holder=None if held else _holder(cursor, key >> 32, key & 0xFFFFFFFF, 1))
+            held, holder = _try_xact_lock(cursor, lock_id, owner)
+            yield Lock(lock_id, held=held, holder=holder)
     else:
         with lease(lock_id, owner) as taken:
             yield taken
@@ -130,16 +121,39 @@ def lease(lock_id: int, owner: str = "") -> Iterator[Lock]:
         retrying(lambda: JobLease.objects.filter(lock_id__in=[lock_id, *taken.named], owner=token).delete())
 
 
+# The application name of the session holding an advisory lock (as pg_locks shows its key), if still held.
+HOLDER = (
+    "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+    " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s AND l.objsubid = %s"
+    " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"  # keys are per database
+)
+
+
 def _holder(cursor: Any, classid: int, objid: int, objsubid: int) -> str | None:
-    """The application name of the session holding an advisory lock (as pg_locks shows its key), if still held."""
-    cursor.execute(
-        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
-        " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s AND l.objsubid = %s"
-        " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",  # keys are per database
-        [classid, objid, objsubid],
-    )
+    cursor.execute(HOLDER, [classid, objid, objsubid])
     row = cursor.fetchone()
     return row[0] if row else None
+
+
+def _try_xact_lock(cursor: Any, lock_id: int, owner: str) -> tuple[bool, str | None]:
+    """Try the job's lock in the current transaction, in one round trip; whether it is ours, and if not, who holds it.
+
+    Taken: the session is named after its owner for as long as it holds the lock, so that a run that finds it taken
+    can say by whom, and (PostgreSQL 14+) a killed client's backend notices within DEAD_CLIENT_CHECK, even
+    mid-statement. Not taken: the holder's name is read. (OFFSET 0 keeps the lock attempt in a subquery of its own,
+    evaluated once, before the CASEs that read it; a CASE evaluates only the branch it takes.)
+    """
+    key = lock_id & 0xFFFFFFFFFFFFFFFF  # a bigint key shows in pg_locks as two unsigned halves
+    check = connection.pg_version >= 140000  # type: ignore[attr-defined]
+    cursor.execute(
+        f"SELECT t.held, CASE WHEN NOT t.held THEN ({HOLDER}) END,"
+        " CASE WHEN t.held THEN set_config('application_name', %s, true) END"
+        + (" , CASE WHEN t.held THEN set_config('client_connection_check_interval', %s, true) END" if check else "")
+        + " FROM (SELECT pg_try_advisory_xact_lock(%s) AS held OFFSET 0) AS t",
+        [key >> 32, key & 0xFFFFFFFF, 1, owner[:63], *([DEAD_CLIENT_CHECK] if check else []), lock_id],
+    )
+    held, holder = cursor.fetchone()[:2]
+    return bool(held), None if held else holder
 
 
 def take_lease(lock_id: int, owner: str, ttl: timedelta) -> bool:

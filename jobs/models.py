@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -50,6 +51,12 @@ class JobRun(models.Model):
     held = models.CharField(
         max_length=100, blank=True, help_text="Skipped runs: what was held, when not the job's lock (the job names it)."
     )
+    real = models.BooleanField(
+        default=True,
+        db_default=True,
+        editable=False,
+        help_text="Not a dry run nor narrowed to part of the work (a shop): only real runs count for the job's health.",
+    )
 
     class Meta:
         ordering = ["-started_at", "-id"]
@@ -58,6 +65,23 @@ class JobRun(models.Model):
             models.Index(fields=["job", "-started_at"], name="jobrun_job_recent"),
             models.Index(fields=["-started_at"], name="jobrun_recent"),
             models.Index(fields=["job"], condition=Q(status="running"), name="jobrun_running"),
+            # Health and the overview read a few of each job's latest real runs; these answer each question with the
+            # first entries of an index, however many runs (skipped, dry, for one shop) the ledger holds.
+            models.Index(
+                fields=["job", "-started_at", "-id"],
+                condition=Q(real=True) & ~Q(status="skipped"),
+                name="jobrun_last_real",
+            ),
+            models.Index(
+                fields=["job", "-started_at", "-id"],
+                condition=Q(real=True, status="succeeded"),
+                name="jobrun_last_success",
+            ),
+            models.Index(
+                fields=["job", "-started_at", "-id"],
+                condition=Q(real=True, status__in=["failed", "abandoned", "partial"]),
+                name="jobrun_last_failure",
+            ),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(status__in=Status.values), name="jobrun_status_valid"),
@@ -67,10 +91,25 @@ class JobRun(models.Model):
     def __str__(self) -> str:
         return f"{self.job} #{self.pk} ({self.status})"
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self._state.adding:  # whether the run is real follows from what it was asked, once, when it is recorded
+            self.real = is_real(self.job, self.params)
+        super().save(*args, **kwargs)
+
     @property
     def skip_reason(self) -> str:
         """Why a skipped run did not start: what was held, and by whom."""
         return f"{self.held or f'lock {self.lock_id}'} is held by {self.held_by or 'another run'}"
+
+
+def is_real(job: str, params: dict[str, Any]) -> bool:
+    """Whether a run with these parameters (as recorded) does the job's whole work for real: not a dry run, and not
+    narrowed by one of the fields its form names in `scope`."""
+    from jobs.registry import JOBS  # the registry knows each job's scope; it imports no model
+
+    declared = JOBS.get(job)
+    scope = declared.form.scope if declared else ()
+    return not params.get("dry_run") and not any(params.get(name) not in (None, "") for name in scope)
 
 
 class JobLease(models.Model):

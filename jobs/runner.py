@@ -72,11 +72,14 @@ def run_job(
     it holds the lock (3.), waiting at most one attempt's deadline, and queues its end once recorded (6.).
     7. Check every job's health, queue the alerts that are due (jobs/alerts.py), and deliver what waits in
        the outbox for at most 2 s (jobs/outbox.py): an attempt that takes longer finishes in its thread.
+       A skipped run does so only when its job is overdue (then it may be `blocked`): otherwise it changed no
+       verdict, and the run holding the lock checks at its end (one indexed read instead of the whole check).
     """
     job = get_job(job) if isinstance(job, str) else job
     run = _run(job, {**clean(job.name, job.form, {}), **(params or {})}, trigger, user, origin)
     checkins.ended(job, run)  # the end signal, if it has a monitor; 7. delivers it
-    alerts.check_quietly(timezone.now())  # 7. tell operators if this job, or any other, turned failing or late
+    # 7. tell operators if this job, or any other, turned failing or late (a skipped run: only if its job is overdue)
+    alerts.check_quietly(timezone.now(), skipped=job if run.status == Status.SKIPPED else None)
     return run
 
 

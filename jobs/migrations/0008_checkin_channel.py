@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('jobs', '0006_outbox'),
+        ('jobs', '0007_real_runs'),
     ]
 
     operations = [
