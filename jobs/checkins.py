@@ -16,8 +16,9 @@ not a skipped one (which did nothing), so that a monitor sees what the job's hea
 Both signals are outbox rows (jobs/outbox.py), delivered with its deadline, lease and retries, in order per job
 (an end never overtakes its start). The start is sent as the run begins, under the lock: the run waits for it at
 most one attempt's deadline (JOBS_ALERT_SEND_SECONDS); an attempt still going then finishes in its thread. The end
-is written when the run is recorded and delivered by the alert check that ends every run (at most 2 s). A check-in
-that cannot be delivered never fails a run. The URL is read from the settings when sent, never stored.
+is written when the run is recorded and delivered by the alert check that ends every run (at most 2 s); the signals
+of the job's earlier runs still waiting then are dropped. A check-in that cannot be delivered never fails a run. The
+URL is read from the settings when sent, never stored.
 """
 
 from __future__ import annotations
@@ -82,6 +83,11 @@ def ended(job: Job, run: JobRun) -> None:
         return
     try:
         _queue(job, run, signal_for(run), timezone.now())
+        # Signals of earlier runs that never got through are stale now: dropped, so that a monitor down for days
+        # leaves one run's signals waiting per job, never a pile that would crowd the alerts out of the outbox.
+        OutboxMessage.objects.filter(
+            channel=Channel.CHECKIN, job=job.name, delivered_at__isnull=True, content__run_id__lt=run.pk
+        ).delete()
     except Exception:
         logger.exception("check-in for job %s: the end of run #%s was not queued", job.name, run.pk)
 

@@ -10,7 +10,7 @@ from jobs import monitors
 from jobs.models import OutboxMessage, Status, Trigger
 from jobs.runner import run_job
 from tests.framework.testjobs import TEST_LOCK_ID
-from tests.helpers import lock_held_elsewhere
+from tests.helpers import free_port, lock_held_elsewhere
 from tests.receivers import monitor
 
 pytestmark = pytest.mark.django_db
@@ -88,6 +88,15 @@ def test_a_skipped_run_sends_nothing(watched, settings):
         response = Client().get("/api/jobs/nightly", headers={"Authorization": f"Bearer {settings.CRON_SECRET}"})
     assert response.json()["skipped"] is True
     assert signals.seen == [] and not OutboxMessage.objects.filter(channel="checkin").exists()
+
+
+def test_a_monitor_that_stays_down_leaves_only_the_last_runs_signals_waiting(settings):
+    settings.JOBS_CHECKIN_URLS = {"NIGHTLY_CHECKIN_URL": f"http://127.0.0.1:{free_port()}/ping/x"}  # nothing listens
+    runs = [run_job("nightly", trigger=Trigger.CLI) for _ in range(3)]
+    assert all(run.status == Status.SUCCEEDED for run in runs)
+    waiting = OutboxMessage.objects.filter(channel="checkin", delivered_at__isnull=True)
+    assert sorted((row.content["run_id"], row.kind) for row in waiting) == [(runs[-1].pk, "start"),
+                                                                             (runs[-1].pk, "success")]  # fmt: skip
 
 
 def test_a_job_without_a_monitor_sends_nothing_and_writes_no_row(settings):
