@@ -240,8 +240,10 @@ def _score_batch(
         had = _select(cursor, CustomerScore._meta.db_table, "0", batch) if connection.vendor != "postgresql" else {}
         where, params = batch.where("cu.id")
         shop = Customer._meta.get_field("id").get_db_prep_value(batch.shop, connection)
-        cursor.execute(_upsert_sql(connection.vendor, where, by_shop=batch.shop is not None),
-                       {**params, **_window(at), "shop": shop})  # fmt: skip
+        sql = _upsert_sql(connection.vendor, where, by_shop=batch.shop is not None)
+        if connection.vendor == "postgresql":  # back: the ids of the updated rows, and how many were new (one row)
+            sql = f"WITH written (customer_id, created) AS ({sql}) {_WRITTEN}"
+        cursor.execute(sql, {**params, **_window(at), "shop": shop})
         rows = cursor.fetchall()
         if batch.shop is None:
             where, params = batch.where("customer_id")
@@ -249,14 +251,16 @@ def _score_batch(
         else:
             _mark(cursor, batch)
         if connection.vendor == "postgresql":
-            updated = {row[0] for row in rows if not row[1]}
+            updated = {row[0] for row in rows if row[0] is not None}
+            created = sum(row[1] for row in rows if row[0] is None)
         else:
             updated = {_uuid(row[0]) for row in rows if row[0] in had}
+            created = len(rows) - len(updated)
         if tally.drifted is not None:
             tally.drifted += _unexplained(updated - {_uuid(customer) for customer in marks}, since, at)
-        tally.created += len(rows) - len(updated)
+        tally.created += created
         tally.total += batch.size  # counted last, inside: a failed batch counts only in `failed`
-        tally.changed += len(rows)
+        tally.changed += created + len(updated)
         tally.failed -= batch.size
         done = True
     if state is not None:  # a full pass: where it has got to (scoring a batch again at `at` changes nothing)
@@ -265,6 +269,13 @@ def _score_batch(
                 _mark(cursor, batch)
         state.pass_after = batch.upper
         state.save()
+
+
+# What a batch's upsert sends back on PostgreSQL: a row per updated score (drift is looked for among them), and
+# one row counting the new ones, rather than a row per written score (a full pass from nothing writes every one).
+_WRITTEN = (
+    "SELECT customer_id, 0 FROM written WHERE NOT created UNION ALL SELECT NULL, COUNT(*) FROM written WHERE created"
+)
 
 
 def _mark(cursor: Any, batch: Batch) -> None:
