@@ -410,27 +410,33 @@ def _upsert_sql(vendor: str, where: str, *, by_shop: bool) -> str:
     inserted = "(xmax::text = '0')" if vendor == "postgresql" else "0"
     scores, appointments = CustomerScore._meta.db_table, Appointment._meta.db_table
     score, tier = _rule_sql("a", "n", "l")
+    customers = Customer._meta.db_table
+    of_shop = f"AND ap.customer_id IN (SELECT id FROM {customers} WHERE shop_id = %(shop)s)" if by_shop else ""
     return f"""
         INSERT INTO {scores} (customer_id, shop_id, score, tier, attended, no_shows,
                               late_cancels, cancellations, last_appointment_at,
                               window_days, computed_at)
         SELECT id, shop_id, {score}, {tier}, a, n, l, c, last_at, %(window_days)s, %(now)s
         FROM (
-            SELECT cu.id, cu.shop_id,
-                   COUNT(CASE WHEN ap.outcome = '{Outcome.ATTENDED.value}' THEN 1 END) AS a,
-                   COUNT(CASE WHEN ap.outcome = '{Outcome.NO_SHOW.value}' THEN 1 END) AS n,
-                   COUNT(CASE WHEN ap.outcome = '{Outcome.LATE_CANCEL.value}' THEN 1 END) AS l,
-                   COUNT(CASE WHEN ap.outcome = '{Outcome.CANCELLED.value}' THEN 1 END) AS c,
-                   MAX(ap.starts_at) AS last_at
-            FROM {Customer._meta.db_table} cu
-            LEFT JOIN {appointments} ap
-                   ON ap.customer_id = cu.id
-                  AND ap.outcome <> '{Outcome.PENDING.value}'
+            SELECT cu.id, cu.shop_id, COALESCE(ap.a, 0) AS a, COALESCE(ap.n, 0) AS n, COALESCE(ap.l, 0) AS l,
+                   COALESCE(ap.c, 0) AS c, ap.last_at
+            FROM {customers} cu
+            LEFT JOIN (
+                -- counted before the join, in the order of the index (as one statement over everyone would),
+                -- for the batch's customers only
+                SELECT ap.customer_id,
+                       COUNT(CASE WHEN ap.outcome = '{Outcome.ATTENDED.value}' THEN 1 END) AS a,
+                       COUNT(CASE WHEN ap.outcome = '{Outcome.NO_SHOW.value}' THEN 1 END) AS n,
+                       COUNT(CASE WHEN ap.outcome = '{Outcome.LATE_CANCEL.value}' THEN 1 END) AS l,
+                       COUNT(CASE WHEN ap.outcome = '{Outcome.CANCELLED.value}' THEN 1 END) AS c,
+                       MAX(ap.starts_at) AS last_at
+                FROM {appointments} ap
+                WHERE ap.outcome <> '{Outcome.PENDING.value}'
                   AND ap.starts_at >= %(start)s AND ap.starts_at < %(now)s
-                  -- a range of ids on this side too: the planner reads just its slice of the index
-                  {"AND " + where.replace("cu.id", "ap.customer_id") if " > " in where else ""}
+                  AND {where.replace("cu.id", "ap.customer_id")} {of_shop}
+                GROUP BY ap.customer_id
+            ) ap ON ap.customer_id = cu.id
             WHERE {where} {"AND cu.shop_id = %(shop)s" if by_shop else ""}
-            GROUP BY cu.id, cu.shop_id
         ) counted
         WHERE true
         ON CONFLICT (customer_id) DO UPDATE SET
