@@ -227,10 +227,6 @@ def render(slots: int, waiting: int, full: dict, tenth: dict, baseline: dict) ->
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    main()
-
-
 IDLE = [
     # shops of 1,000 customers; every customer a history of `history` resolved appointments over the past year
     """
@@ -473,3 +469,7 @@ def render_idle(idle: list[dict[str, Any]], repeat: int) -> str:
             f"{loop['seconds'] / floor['offer-loop']['seconds']:.1f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
