@@ -93,6 +93,15 @@ class Appointment(models.Model):
             # resolve-outcomes: the oldest finished appointments still pending.
             models.Index(fields=["ends_at"], condition=Q(outcome="pending"), name="appt_pending_by_end"),
             models.Index(fields=["shop", "starts_at"], name="appt_shop_start"),
+            # offer-loop: the open slots are future cancellations, read without the history's.
+            models.Index(fields=["starts_at"], condition=Q(cancelled_at__isnull=False), name="appt_cancelled_by_start"),
+            # offer-loop: whether a customer is busy at a slot's time, from their appointments ending after its start.
+            models.Index(
+                fields=["customer", "ends_at"],
+                condition=Q(cancelled_at__isnull=True),
+                name="appt_customer_busy",
+                include=["starts_at"],
+            ),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(outcome__in=Outcome.values), name="appt_outcome_valid"),

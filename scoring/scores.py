@@ -240,8 +240,10 @@ def _score_batch(
         had = _select(cursor, CustomerScore._meta.db_table, "0", batch) if connection.vendor != "postgresql" else {}
         where, params = batch.where("cu.id")
         shop = Customer._meta.get_field("id").get_db_prep_value(batch.shop, connection)
-        cursor.execute(_upsert_sql(connection.vendor, where, by_shop=batch.shop is not None),
-                       {**params, **_window(at), "shop": shop})  # fmt: skip
+        sql = _upsert_sql(connection.vendor, where, by_shop=batch.shop is not None)
+        if connection.vendor == "postgresql":  # back: the ids of the updated rows, and how many were new (one row)
+            sql = f"WITH written (customer_id, created) AS ({sql}) {_WRITTEN}"
+        cursor.execute(sql, {**params, **_window(at), "shop": shop})
         rows = cursor.fetchall()
         if batch.shop is None:
             where, params = batch.where("customer_id")
@@ -249,14 +251,16 @@ def _score_batch(
         else:
             _mark(cursor, batch)
         if connection.vendor == "postgresql":
-            updated = {row[0] for row in rows if not row[1]}
+            updated = {row[0] for row in rows if row[0] is not None}
+            created = sum(row[1] for row in rows if row[0] is None)
         else:
             updated = {_uuid(row[0]) for row in rows if row[0] in had}
+            created = len(rows) - len(updated)
         if tally.drifted is not None:
             tally.drifted += _unexplained(updated - {_uuid(customer) for customer in marks}, since, at)
-        tally.created += len(rows) - len(updated)
+        tally.created += created
         tally.total += batch.size  # counted last, inside: a failed batch counts only in `failed`
-        tally.changed += len(rows)
+        tally.changed += created + len(updated)
         tally.failed -= batch.size
         done = True
     if state is not None:  # a full pass: where it has got to (scoring a batch again at `at` changes nothing)
@@ -265,6 +269,13 @@ def _score_batch(
                 _mark(cursor, batch)
         state.pass_after = batch.upper
         state.save()
+
+
+# What a batch's upsert sends back on PostgreSQL: a row per updated score (drift is looked for among them), and
+# one row counting the new ones, rather than a row per written score (a full pass from nothing writes every one).
+_WRITTEN = (
+    "SELECT customer_id, 0 FROM written WHERE NOT created UNION ALL SELECT NULL, COUNT(*) FROM written WHERE created"
+)
 
 
 def _mark(cursor: Any, batch: Batch) -> None:
@@ -399,27 +410,33 @@ def _upsert_sql(vendor: str, where: str, *, by_shop: bool) -> str:
     inserted = "(xmax::text = '0')" if vendor == "postgresql" else "0"
     scores, appointments = CustomerScore._meta.db_table, Appointment._meta.db_table
     score, tier = _rule_sql("a", "n", "l")
+    customers = Customer._meta.db_table
+    of_shop = f"AND ap.customer_id IN (SELECT id FROM {customers} WHERE shop_id = %(shop)s)" if by_shop else ""
     return f"""
         INSERT INTO {scores} (customer_id, shop_id, score, tier, attended, no_shows,
                               late_cancels, cancellations, last_appointment_at,
                               window_days, computed_at)
         SELECT id, shop_id, {score}, {tier}, a, n, l, c, last_at, %(window_days)s, %(now)s
         FROM (
-            SELECT cu.id, cu.shop_id,
-                   COUNT(CASE WHEN ap.outcome = '{Outcome.ATTENDED.value}' THEN 1 END) AS a,
-                   COUNT(CASE WHEN ap.outcome = '{Outcome.NO_SHOW.value}' THEN 1 END) AS n,
-                   COUNT(CASE WHEN ap.outcome = '{Outcome.LATE_CANCEL.value}' THEN 1 END) AS l,
-                   COUNT(CASE WHEN ap.outcome = '{Outcome.CANCELLED.value}' THEN 1 END) AS c,
-                   MAX(ap.starts_at) AS last_at
-            FROM {Customer._meta.db_table} cu
-            LEFT JOIN {appointments} ap
-                   ON ap.customer_id = cu.id
-                  AND ap.outcome <> '{Outcome.PENDING.value}' AND NOT ap.forgiven
+            SELECT cu.id, cu.shop_id, COALESCE(ap.a, 0) AS a, COALESCE(ap.n, 0) AS n, COALESCE(ap.l, 0) AS l,
+                   COALESCE(ap.c, 0) AS c, ap.last_at
+            FROM {customers} cu
+            LEFT JOIN (
+                -- counted before the join, in the order of the index (as one statement over everyone would),
+                -- for the batch's customers only
+                SELECT ap.customer_id,
+                       COUNT(CASE WHEN ap.outcome = '{Outcome.ATTENDED.value}' THEN 1 END) AS a,
+                       COUNT(CASE WHEN ap.outcome = '{Outcome.NO_SHOW.value}' THEN 1 END) AS n,
+                       COUNT(CASE WHEN ap.outcome = '{Outcome.LATE_CANCEL.value}' THEN 1 END) AS l,
+                       COUNT(CASE WHEN ap.outcome = '{Outcome.CANCELLED.value}' THEN 1 END) AS c,
+                       MAX(ap.starts_at) AS last_at
+                FROM {appointments} ap
+                WHERE ap.outcome <> '{Outcome.PENDING.value}' AND NOT ap.forgiven
                   AND ap.starts_at >= %(start)s AND ap.starts_at < %(now)s
-                  -- a range of ids on this side too: the planner reads just its slice of the index
-                  {"AND " + where.replace("cu.id", "ap.customer_id") if " > " in where else ""}
+                  AND {where.replace("cu.id", "ap.customer_id")} {of_shop}
+                GROUP BY ap.customer_id
+            ) ap ON ap.customer_id = cu.id
             WHERE {where} {"AND cu.shop_id = %(shop)s" if by_shop else ""}
-            GROUP BY cu.id, cu.shop_id
         ) counted
         WHERE true
         ON CONFLICT (customer_id) DO UPDATE SET

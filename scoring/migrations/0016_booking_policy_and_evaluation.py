@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('scoring', '0013_forgiveness_counts_and_append_only_log'),
+        ('scoring', '0015_offer_indexes'),
     ]
 
     operations = [

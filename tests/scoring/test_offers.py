@@ -97,8 +97,39 @@ def test_a_run_makes_the_same_number_of_queries_whatever_the_number_of_slots(on_
         with CaptureQueriesContext(connection) as queries:
             assert offer_loop(now=NOW, shop=shop.pk)["offered"] == slots
         counts.append(len(queries))
-    # PostgreSQL's one more: the offer-making lock (a run's transaction; SQLite's atomic adds its BEGIN outside tests).
-    assert counts == ([10, 10] if on_postgres else [9, 9])
+    # Which slots someone can take, their rows, the candidates, the offers made before, who is busy, still there,
+    # insert, count. PostgreSQL's one more: the offer-making turn (a run's transaction; SQLite's atomic adds its
+    # BEGIN outside tests).
+    assert counts == ([9, 9] if on_postgres else [8, 8])
+
+
+def nothing_to_offer(slots: int) -> None:
+    """`slots` open slots that nobody can take: every customer waiting there holds a pending offer, was offered
+    the slot before, or is busy at its time; and the history of a past year."""
+    shop = make.shop(f"{slots} slots")
+    held, before, busy = waiting(shop, "holds an offer"), waiting(shop, "offered before"), waiting(shop, "busy")
+    taken = freed_slot(shop, hours_ahead=5)
+    SlotOffer.objects.create(
+        slot=taken, entry=held, customer=held.customer, offered_at=NOW, expires_at=NOW + timedelta(hours=1)
+    )
+    for n in range(slots):
+        slot = freed_slot(shop, hours_ahead=10 + n)
+        SlotOffer.objects.create(slot=slot, entry=before, customer=before.customer, offered_at=NOW - timedelta(hours=1),
+                                 expires_at=NOW - timedelta(minutes=45), status=OfferStatus.EXPIRED)  # fmt: skip
+        make.appointment(busy.customer, slot.starts_at, outcome="pending")
+        make.appointment(busy.customer, NOW - timedelta(days=n + 1))  # history
+
+
+@pytest.mark.parametrize("slots", [2, 30])
+def test_a_run_with_nothing_to_offer_makes_one_query_for_all_its_slots(slots, on_postgres, django_assert_num_queries):
+    nothing_to_offer(slots)
+    turn = 1 if on_postgres else 0  # PostgreSQL: the offer-making turn, with JIT off, in the same query
+    with django_assert_num_queries(turn + 1):
+        assert offer_loop(now=NOW) == {
+            "total": slots, "offered": 0, "exhausted": slots, "skipped": 0, "remaining": 0, "errors": []
+        }  # fmt: skip
+    with django_assert_num_queries(1 + turn + 1):  # the offers due (none), then the same loop
+        assert expire_offers(now=NOW) == {"total": 0, "expired": 0, "offered": 0, "errors": []}
 
 
 def test_slots_nobody_can_take_never_starve_the_others():
