@@ -5,10 +5,11 @@ The scoring window is a setting (RECOMPUTE_SCORES_WINDOW_DAYS, 180 days by defau
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import NamedTuple
 
-from django.db.models import Case, F, Value, When
+from django.db.models import Case, F, Q, Value, When
+from django.db.models.functions import Coalesce
 
 from scoring.models import Outcome, Tier
 
@@ -38,6 +39,18 @@ def score_for(attended: int, no_shows: int, late_cancels: int) -> Score:
     d = 2 * attended + 2 * no_shows + late_cancels + 4
     score = (400 * (attended + 1) + d) // (2 * d)
     return Score(score, tier_for(score, attended + no_shows + late_cancels))
+
+
+def score_formula(attended: int, no_shows: int, late_cancels: int) -> str:
+    """score_for written out with these counts, for staff:
+    `100 x (A+1) / (A+N+L/2+2) = 100 x 1 / (0+2+1.5+2) = 18`.
+
+    The result is score_for's own; a test evaluates the filled-in expression for random counts and checks it
+    rounds (half up) to that result, so a change to score_for that is not made here too fails it.
+    """
+    half = f"{late_cancels // 2}" + (".5" if late_cancels % 2 else "")  # L/2, exactly
+    filled = f"100 x {attended + 1} / ({attended}+{no_shows}+{half}+2)"
+    return f"100 x (A+1) / (A+N+L/2+2) = {filled} = {score_for(attended, no_shows, late_cancels).score}"
 
 
 def tier_for(score: int, scored: int) -> Tier:
@@ -70,4 +83,20 @@ def outcome_in_sql() -> Case:
         When(cancelled_at__isnull=False, then=Value(Outcome.CANCELLED.value)),
         When(checked_in_at__isnull=False, then=Value(Outcome.ATTENDED.value)),
         default=Value(Outcome.NO_SHOW.value),
+    )
+
+
+def effective_tier(tier: str | None, pinned_tier: str, pinned_until: date | None, today: date) -> Tier:
+    """The tier that counts: a pin while `pinned_until` (inclusive, a UTC date) has not passed, else the
+    score's tier (`new` for a customer not scored yet)."""
+    if pinned_tier and pinned_until is not None and pinned_until >= today:
+        return Tier(pinned_tier)
+    return Tier(tier or Tier.NEW)
+
+
+def effective_tier_in_sql(today: date) -> Case:
+    """effective_tier for a queryset of customers, computed by the database."""
+    return Case(
+        When(Q(pinned_until__gte=today) & ~Q(pinned_tier=""), then=F("pinned_tier")),
+        default=Coalesce(F("score__tier"), Value(Tier.NEW.value)),
     )
