@@ -23,7 +23,8 @@ class Context:
 
     `params` are the job form's cleaned values. `checkpoint` is the opaque text a
     previous full run of the job returned when it stopped for lack of time (None:
-    start from the beginning). `errors` collects what `item()` caught. `hold(name)` takes a lock on
+    start from the beginning). `run_id` names the run's row in the ledger (None outside a run), for a job
+    that records which run wrote what. `errors` collects what `item()` caught. `hold(name)` takes a lock on
     `name` as well as the job's, until the run ends, without waiting, or raises Held (the run is then
     recorded `skipped`, naming what was held and by whom): for what runs share whatever their lock ids
     (one job under two lock ids during a rollout, or two jobs).
@@ -38,6 +39,7 @@ class Context:
     tracebacks: list[str] = field(default_factory=list)  # the items', stored on the run
     keep_alive: Callable[[], None] = lambda: None  # renews the run's lease (SQLite) between items and batches
     hold: Callable[[str], None] = lambda name: None  # takes a named lock too (see above); no-op outside a run
+    run_id: int | None = None  # the run's row in the ledger (JobRun), for what a job records of its runs
 
     def out_of_time(self) -> bool:
         """Whether the run's time budget is spent: stop between batches and return a checkpoint."""

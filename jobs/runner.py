@@ -120,6 +120,7 @@ def _run(job: Job, params: dict[str, Any], trigger: Trigger, user: User | Anonym
                 checkpoint=None if job.scoped(params) else _checkpoint(job, run),
                 keep_alive=lock.renew,
                 hold=lock.also,
+                run_id=run.pk,
             )
             result = _call(job, run, ctx)
             _mark_abandoned(run, seen)

@@ -6,14 +6,12 @@ from django.contrib import admin, messages
 from django.db import DatabaseError
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
-from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from jobs.admin import ReadOnly, TimesInUTCAdmin
 from scoring.evaluation_admin import shop_evaluation
-from scoring.models import Appointment, Customer, CustomerScore, Shop, SlotOffer, WaitlistEntry
+from scoring.models import Appointment, CustomerScore, Shop, SlotOffer, WaitlistEntry
 from scoring.offers import OfferError, respond_to_offer
 from scoring.policy_admin import BookingPolicyInline, default_rows
 
@@ -43,44 +41,7 @@ class ShopAdmin(TimesInUTCAdmin):
         return obj.customer_count
 
 
-class ScoreInline(ReadOnly, admin.StackedInline):
-    model = CustomerScore
-    can_delete = False
-    fields = (
-        "score",
-        "tier",
-        "attended",
-        "no_shows",
-        "late_cancels",
-        "cancellations",
-        "last_appointment_at",
-        "computed_at",
-    )  # fmt: skip  (shown read-only: nobody may change a score)
-
-
-@admin.register(Customer)
-class CustomerAdmin(TimesInUTCAdmin):
-    list_display = ["name", "shop", "email", "phone", "score_value", "tier", "appointments_link"]
-    list_filter = ["score__tier", "shop"]
-    list_select_related = ["shop", "score"]
-    search_fields = ["name", "email", "phone"]
-    raw_id_fields = ["shop"]
-    inlines = [ScoreInline]
-    show_full_result_count = False
-
-    @admin.display(description="score", ordering="score__score")
-    def score_value(self, obj: Customer) -> int | None:
-        return getattr(getattr(obj, "score", None), "score", None)
-
-    @admin.display(description="tier", ordering="score__tier")
-    def tier(self, obj: Customer) -> str:
-        score = getattr(obj, "score", None)
-        return score.get_tier_display() if score else "not scored yet"
-
-    @admin.display(description="appointments")
-    def appointments_link(self, obj: Customer) -> SafeString:
-        url = reverse("admin:scoring_appointment_changelist") + f"?customer__id__exact={obj.pk}"
-        return format_html('<a href="{}">appointments</a>', url)
+from scoring import customer_admin  # noqa: E402, F401  (the customers' list and page, a module of its own)
 
 
 @admin.register(Appointment)

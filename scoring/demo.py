@@ -9,15 +9,22 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Model
+from django.db.models import Count, Model
 
+from jobs.context import Context
+from scoring import scores
 from scoring.models import (
+    Action,
+    Adjustment,
     Appointment,
     Customer,
     CustomerScore,
     Outcome,
+    ScoreChange,
+    ScoringState,
     Shop,
     SlotOffer,
+    Tier,
     WaitlistEntry,
 )
 from scoring.rules import LATE_CANCEL_WINDOW, outcome_of
@@ -43,12 +50,13 @@ def seed(*, shops: int, customers: int, appointments: int, seed: int, now: datet
         waiting = rng.sample(people, k=max(1, customers // 10))
         _insert(WaitlistEntry, _waitlist(rng, waiting, now))
         _unanswered_offers(now)
+        _history(now)
     return {"shops": shops, "customers": customers, "appointments": appointments, "waitlist entries": len(waiting)}
 
 
 def reset() -> None:
     """Delete all domain data, dependents first, so each delete is one statement."""
-    for model in (SlotOffer, WaitlistEntry, CustomerScore, Appointment, Customer, Shop):
+    for model in (Adjustment, ScoreChange, SlotOffer, WaitlistEntry, CustomerScore, Appointment, Customer, Shop):
         model.objects.all().delete()
 
 
@@ -125,6 +133,44 @@ def _unanswered_offers(now: datetime, count: int = 5) -> None:
                 slot=slot, entry=entry, customer_id=entry.customer_id,
                 offered_at=now - timedelta(minutes=20), expires_at=now - timedelta(minutes=5),
             )  # fmt: skip
+
+
+def _history(now: datetime, weeks: int = 12) -> None:
+    """A score history as if recompute-scores had run every other week until now, and staff had forgiven a
+    no-show two days ago (rescored at once): the job itself at those times, its trigger writing the history
+    (outside any run). Its scores and state then go, so that the first real run is a full pass from nothing, as
+    on a new installation."""
+    for week in range(weeks, 0, -2):
+        scores.recompute_scores(Context(now=now - timedelta(weeks=week)), full=True)
+    _adjustments(now)
+    for days in (2, 0):
+        scores.recompute_scores(Context(now=now - timedelta(days=days)), full=True)
+    CustomerScore.objects.all().delete()
+    ScoringState.objects.all().delete()
+
+
+def _adjustments(now: datetime) -> None:
+    """A customer whose latest no-show staff forgave, and whose tier they pinned, each with its entry in the
+    adjustment log, as staff leave them: the one with the most no-shows of late."""
+    recent = Appointment.objects.filter(outcome=Outcome.NO_SHOW, starts_at__gte=now - timedelta(days=150))
+    most = recent.filter(starts_at__lt=now).values("customer_id").annotate(n=Count("id")).order_by("-n", "customer_id")
+    if not (chosen := most.first()):
+        return
+    no_show = recent.filter(customer_id=chosen["customer_id"], starts_at__lt=now).order_by("-starts_at").first()
+    assert no_show is not None
+    Appointment.objects.filter(pk=no_show.pk).update(forgiven=True)
+    Adjustment.objects.create(
+        at=now - timedelta(days=2), by="mia.staff", action=Action.FORGIVE, shop_id=no_show.shop_id,
+        customer_id=no_show.customer_id, appointment=no_show,
+        reason="Snowed in: the roads to the shop were closed that morning.",
+    )  # fmt: skip
+    until = (now + timedelta(days=30)).date()
+    Customer.objects.filter(pk=no_show.customer_id).update(pinned_tier=Tier.RELIABLE, pinned_until=until)
+    Adjustment.objects.create(
+        at=now - timedelta(days=1), by="mia.staff", action=Action.PIN, shop_id=no_show.shop_id,
+        customer_id=no_show.customer_id, tier=Tier.RELIABLE, until=until,
+        reason="A regular for six years; the other missed visits were our booking app's double bookings.",
+    )  # fmt: skip
 
 
 def _waitlist(rng: random.Random, waiting: list[Person], now: datetime) -> Iterator[Row]:

@@ -8,6 +8,7 @@ from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from jobs.models import JobRun
 from jobs.timefmt import utc
 
 
@@ -200,6 +201,12 @@ class CustomerScore(models.Model):
     last_appointment_at = models.DateTimeField(null=True, blank=True)
     window_days = models.PositiveSmallIntegerField()
     computed_at = models.DateTimeField(help_text="The run whose result last changed this row.")
+    # Which run that was. Runs are pruned after JOB_RUNS_RETENTION_DAYS while a score may stay unchanged for
+    # longer: an id, not a foreign key in the database (and no index: a run changes it).
+    run = models.ForeignKey(
+        JobRun, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False,
+        related_name="+", help_text="The run whose result last changed this row (empty: written outside a run).",
+    )  # fmt: skip
 
     class Meta:
         # No index on a column a run changes: on PostgreSQL, with the room fillfactor 80 leaves in each page
@@ -211,6 +218,38 @@ class CustomerScore(models.Model):
 
     def __str__(self) -> str:
         return f"{self.customer_id}: {self.score} ({self.tier})"
+
+
+class ScoreChange(models.Model):
+    """A customer's score or tier changed: appended by a database trigger on the scores (migration 0014), in
+    the statement that changed it, whoever wrote it; with what it was before, so that the history reads
+    without its first row. A first score is not a change (a full pass from nothing writes no history).
+    Pruned after JOB_RUNS_RETENTION_DAYS (scoring.history)."""
+
+    id = models.BigAutoField(primary_key=True)
+    # On PostgreSQL the database deletes a customer's history with them (migration 0014), as their score.
+    customer = models.ForeignKey(
+        Customer, on_delete=models.CASCADE, db_constraint=False, db_index=False, related_name="score_changes"
+    )
+    at = models.DateTimeField(help_text="The `now` of the run that computed it.")
+    score = models.PositiveSmallIntegerField()
+    tier = models.CharField(max_length=16, choices=Tier.choices)
+    previous_score = models.PositiveSmallIntegerField()
+    previous_tier = models.CharField(max_length=16, choices=Tier.choices)
+    run = models.ForeignKey(
+        JobRun, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False,
+        related_name="+", help_text="The run that computed it (empty: written outside a run).",
+    )  # fmt: skip
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [
+            models.Index(fields=["customer", "at"], name="score_change_customer"),
+            models.Index(fields=["at"], name="score_change_at"),  # pruning
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id}: {self.previous_score} -> {self.score} ({self.tier}) at {utc(self.at)}"
 
 
 class CustomerChange(models.Model):

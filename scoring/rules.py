@@ -41,6 +41,18 @@ def score_for(attended: int, no_shows: int, late_cancels: int) -> Score:
     return Score(score, tier_for(score, attended + no_shows + late_cancels))
 
 
+def score_formula(attended: int, no_shows: int, late_cancels: int) -> str:
+    """score_for written out with these counts, for staff:
+    `100 x (A+1) / (A+N+L/2+2) = 100 x 1 / (0+2+1.5+2) = 18`.
+
+    The result is score_for's own; a test evaluates the filled-in expression for random counts and checks it
+    rounds (half up) to that result, so a change to score_for that is not made here too fails it.
+    """
+    half = f"{late_cancels // 2}" + (".5" if late_cancels % 2 else "")  # L/2, exactly
+    filled = f"100 x {attended + 1} / ({attended}+{no_shows}+{half}+2)"
+    return f"100 x (A+1) / (A+N+L/2+2) = {filled} = {score_for(attended, no_shows, late_cancels).score}"
+
+
 def tier_for(score: int, scored: int) -> Tier:
     if scored < NEW_BELOW:
         return Tier.NEW

@@ -26,7 +26,7 @@ from django.db import connection, transaction
 from django.db.models import Count
 
 from jobs.context import Backlog, Context, Result
-from scoring import rules
+from scoring import history, rules
 from scoring.models import (
     Appointment,
     Customer,
@@ -109,6 +109,9 @@ def recompute_scores(
         scores = CustomerScore.objects.all() if shop is None else CustomerScore.objects.filter(customer__shop_id=shop)
         tiers = dict(scores.values_list("tier").annotate(n=Count("*")).order_by())
         counters |= {f"tier_{tier.value}": tiers.get(tier.value, 0) for tier in Tier}
+    if shop is None:
+        with ctx.item("score history"):  # kept as long as the runs that wrote it
+            history.prune(ctx.now)
     errors = []
     if tally.drifted:
         named = ", ".join(str(customer) for customer in tally.drifted[:DRIFT_NAMED])
@@ -176,7 +179,7 @@ def _incremental(ctx: Context, state: ScoringState, batch_size: int, tally: Tall
     assert state.last_now is not None
     ctx.keep_alive()
     with transaction.atomic():  # the scores' new window and its record, or neither
-        slid = _slide(state.last_now, ctx.now)
+        slid = _slide(state.last_now, ctx.now, ctx.run_id)
         state.last_now = ctx.now
         state.save()
     tally.total, tally.changed = tally.total + slid, tally.changed + slid
@@ -243,7 +246,7 @@ def _score_batch(
         sql = _upsert_sql(connection.vendor, where, by_shop=batch.shop is not None)
         if connection.vendor == "postgresql":  # back: the ids of the updated rows, and how many were new (one row)
             sql = f"WITH written (customer_id, created) AS ({sql}) {_WRITTEN}"
-        cursor.execute(sql, {**params, **_window(at), "shop": shop})
+        cursor.execute(sql, {**params, **_window(at), "shop": shop, "run": ctx.run_id})
         rows = cursor.fetchall()
         if batch.shop is None:
             where, params = batch.where("customer_id")
@@ -316,7 +319,7 @@ def _edges(since: datetime | None, now: datetime) -> list[tuple[datetime, dateti
     return [(low - days, high - days), (low, high)]
 
 
-def _slide(since: datetime, now: datetime) -> int:
+def _slide(since: datetime, now: datetime, run: int | None = None) -> int:
     """Move the window of every unmarked score from `since` to `now` (not before it) in one statement:
     add the appointments that entered it, take away those that left, from the window-edge index alone.
     Returns how many scores changed.
@@ -347,7 +350,7 @@ def _slide(since: datetime, now: datetime) -> int:
             score = {score}, tier = {tier},
             last_appointment_at = CASE WHEN {" + ".join(new.values())} = 0 THEN NULL
                                        ELSE COALESCE(moved.entered, {scores}.last_appointment_at) END,
-            computed_at = %(now)s
+            computed_at = %(now)s, run_id = %(run)s
         FROM (
             SELECT customer_id, {sums}, MAX(CASE WHEN sign = 1 THEN starts_at END) AS entered
             FROM (
@@ -366,7 +369,7 @@ def _slide(since: datetime, now: datetime) -> int:
           AND NOT EXISTS (SELECT 1 FROM {CustomerChange._meta.db_table} c WHERE c.customer_id = {scores}.customer_id)
     """
     old, params = _window(since), _window(now)
-    params |= {"old_now": old["now"], "old_start": old["start"]}
+    params |= {"old_now": old["now"], "old_start": old["start"], "run": run}
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount
@@ -415,8 +418,8 @@ def _upsert_sql(vendor: str, where: str, *, by_shop: bool) -> str:
     return f"""
         INSERT INTO {scores} (customer_id, shop_id, score, tier, attended, no_shows,
                               late_cancels, cancellations, last_appointment_at,
-                              window_days, computed_at)
-        SELECT id, shop_id, {score}, {tier}, a, n, l, c, last_at, %(window_days)s, %(now)s
+                              window_days, computed_at, run_id)
+        SELECT id, shop_id, {score}, {tier}, a, n, l, c, last_at, %(window_days)s, %(now)s, %(run)s
         FROM (
             SELECT cu.id, cu.shop_id, COALESCE(ap.a, 0) AS a, COALESCE(ap.n, 0) AS n, COALESCE(ap.l, 0) AS l,
                    COALESCE(ap.c, 0) AS c, ap.last_at
@@ -444,7 +447,7 @@ def _upsert_sql(vendor: str, where: str, *, by_shop: bool) -> str:
             attended = excluded.attended, no_shows = excluded.no_shows,
             late_cancels = excluded.late_cancels, cancellations = excluded.cancellations,
             last_appointment_at = excluded.last_appointment_at,
-            window_days = excluded.window_days, computed_at = excluded.computed_at
+            window_days = excluded.window_days, computed_at = excluded.computed_at, run_id = excluded.run_id
         WHERE {scores}.score <> excluded.score OR {scores}.tier <> excluded.tier
            OR {scores}.attended <> excluded.attended OR {scores}.no_shows <> excluded.no_shows
            OR {scores}.late_cancels <> excluded.late_cancels
@@ -466,7 +469,9 @@ def rescore(customers: Sequence[uuid.UUID], now: datetime) -> None:
     batch = Batch(ids=list(customers), size=len(customers))
     with transaction.atomic(), connection.cursor() as cursor:
         where, params = batch.where("cu.id")
-        cursor.execute(_upsert_sql(connection.vendor, where, by_shop=False), {**params, **_window(now), "shop": None})
+        cursor.execute(
+            _upsert_sql(connection.vendor, where, by_shop=False), {**params, **_window(now), "shop": None, "run": None}
+        )
         where, params = batch.where("id")
         cursor.execute(
             f"INSERT INTO {CustomerChange._meta.db_table} (customer_id) "

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('scoring', '0013_forgiveness_counts_and_append_only_log'),
+        ('scoring', '0014_score_history'),
     ]
 
     operations = [

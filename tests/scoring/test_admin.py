@@ -54,7 +54,9 @@ def test_scores_are_read_only_and_shown_with_customers():
     html = client.get(reverse("admin:scoring_customer_changelist")).content.decode()
     assert "Ada" in html and ">50<" in html and "New" in html
     detail = client.get(reverse("admin:scoring_customer_change", args=[customer.pk])).content.decode()
-    assert "Customer score" in detail
+    assert (
+        '<span class="score-number">50</span> of 100' in detail
+    )  # explained on the page (tests/scoring/test_explain.py)
 
 
 def test_staff_record_a_customers_answer_to_an_offer():

@@ -13,11 +13,17 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from jobs.models import JobRun, Status, Trigger
+from jobs.runner import run_job
+from scoring import demo
+from scoring.models import Action, Adjustment, Customer
 from tests.helpers import ROOT
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOT = ROOT / ".artifacts" / "admin-overview.png"
 PHONE = ROOT / ".artifacts" / "admin-overview-390.png"
+CUSTOMER = ROOT / ".artifacts" / "customer-score.png"
+CUSTOMER_PHONE = ROOT / ".artifacts" / "customer-score-390.png"
+CUSTOMERS_PHONE = ROOT / ".artifacts" / "customers-390.png"
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -151,4 +157,45 @@ def test_an_owner_sees_what_the_score_predicts_and_sets_the_booking_policy_on_th
     assert width <= 1400, f"the shop page is {width} px wide at 1400 px"
     page.locator(".shop-evaluation").scroll_into_view_if_needed()
     page.screenshot(path=str(EVALUATION), full_page=True)
+    page.close()
+
+
+def test_staff_see_why_a_customer_has_their_score_on_a_laptop_and_a_phone(browser, live_server):
+    """`make demo`'s data and jobs: the customer whose no-show staff forgave and whose tier they pinned, at 1400
+    and 390 px (docs/customer-score*.png), and the customers' list on a phone (docs/customers-390.png)."""
+    demo.seed(shops=3, customers=300, appointments=3000, seed=42, now=timezone.now())
+    for job in ("resolve-outcomes", "recompute-scores"):
+        assert run_job(job, trigger=Trigger.CLI).status == Status.SUCCEEDED
+    forgiven = Adjustment.objects.get(action=Action.FORGIVE)
+    pinned = Adjustment.objects.get(action=Action.PIN)
+    assert forgiven.customer_id == pinned.customer_id
+    customer = Customer.objects.get(pk=forgiven.customer_id)
+    User.objects.create_superuser("staff", "staff@example.com", "a-long-test-password")
+
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/scoring/customer/{customer.pk}/change/")
+    page.fill("#id_username", "staff")
+    page.fill("#id_password", "a-long-test-password")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#score-explained")
+    text = page.inner_text("#score-explained")
+    assert "100 x (A+1) / (A+N+L/2+2) = 100 x " in text
+    assert "Tier pinned to" in text and "by mia.staff" in text and pinned.reason in text
+    assert "Snowed in" in text and "forgiven" in text
+    assert "The stored score is" not in text  # the score, the counts and the appointments agree
+    assert page.locator("svg.score-history circle").count() >= 1
+    for width, path in ((1400, CUSTOMER), (390, CUSTOMER_PHONE)):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.reload()
+        wide = page.evaluate("document.documentElement.scrollWidth")
+        assert wide <= width, f"the customer's page is {wide} px wide at {width} px"
+        page.screenshot(path=str(path), full_page=True)
+
+    page.goto(f"{live_server.url}/admin/scoring/customer/?tier=reliable&pinned=yes")
+    assert page.inner_text("#result_list tbody").count("pinned until") == 1
+    wide = page.evaluate("document.documentElement.scrollWidth")
+    assert wide <= 390, f"the customers' list is {wide} px wide at 390 px"
+    page.goto(f"{live_server.url}/admin/scoring/customer/?o=-6.5")  # riskiest first, then lowest score
+    assert page.locator("#result_list tbody tr").first.inner_text().count("Risky") == 1
+    page.screenshot(path=str(CUSTOMERS_PHONE))
     page.close()

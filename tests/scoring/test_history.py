@@ -1,0 +1,185 @@
+"""The score history (scoring/history.py, migration 0014): one row per change of a score or tier, with what it was
+before, written by the statements that change the scores, with the run; pruned with the job runs."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+import pytest
+from django.db import connection, transaction
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from jobs.context import Context
+from jobs.models import Trigger
+from jobs.runner import run_job
+from scoring import history, scores
+from scoring.models import Appointment, Customer, CustomerScore, Outcome, ScoreChange
+from tests import factories as make
+from tests.factories import NOW
+from tests.helpers import outside_a_run
+from tests.scoring.test_incremental import changes, consistent
+
+pytestmark = pytest.mark.django_db
+
+
+def recompute(now, **kwargs):
+    return outside_a_run(scores.recompute_scores, now, **kwargs)
+
+
+def changes_of(customer: Customer) -> list[tuple]:
+    rows = ScoreChange.objects.filter(customer=customer).order_by("at", "id")
+    return list(rows.values_list("at", "previous_score", "score", "tier"))
+
+
+def test_each_change_of_a_score_or_tier_adds_one_row_with_what_it_was_and_nothing_else_does():
+    a, b = make.customer(name="a"), make.customer(name="b")
+    leaving = make.appointment(a, NOW - timedelta(days=179), Outcome.NO_SHOW)
+    recompute(NOW)
+    assert not ScoreChange.objects.exists()  # a first score is no change
+
+    later = NOW + timedelta(hours=1)
+    make.appointment(a, NOW - timedelta(days=2), Outcome.CANCELLED)  # counted, not scored: a new row, same score
+    recompute(later)
+    assert CustomerScore.objects.get(customer=a).cancellations == 1
+    assert not ScoreChange.objects.exists()
+
+    make.appointment(b, NOW - timedelta(days=2), Outcome.NO_SHOW)
+    recompute(later)
+    assert changes_of(b) == [(later, 50, 33, "new")] and changes_of(a) == []
+
+    for days in (3, 4):
+        make.appointment(b, NOW - timedelta(days=days), Outcome.ATTENDED)
+    recompute(later)  # 3 scored appointments: the tier changes too
+    assert changes_of(b)[-1] == (later, 33, 60, "watch")
+
+    slid = leaving.starts_at + timedelta(days=180, hours=1)  # the window slides past a's no-show: no mark
+    assert recompute(slid)["full_pass"] == 0
+    assert changes_of(a) == [(slid, 33, 50, "new")]
+
+
+def test_the_run_that_changed_a_score_is_kept_with_it_and_with_the_change():
+    customer = make.customer()
+    first = run_job("recompute-scores", trigger=Trigger.CLI)
+    assert CustomerScore.objects.get(customer=customer).run_id == first.pk
+    second = run_job("recompute-scores", trigger=Trigger.CLI)  # nothing changed
+    assert second.counters["changed"] == 0
+    assert CustomerScore.objects.get(customer=customer).run_id == first.pk
+    make.appointment(customer, second.started_at - timedelta(days=1), Outcome.NO_SHOW)
+    third = run_job("recompute-scores", trigger=Trigger.CLI)
+    assert list(ScoreChange.objects.values_list("customer_id", "run_id")) == [(customer.pk, third.pk)]
+    assert CustomerScore.objects.get(customer=customer).run_id == third.pk
+
+
+runs = st.sampled_from(["whole", "full", "shop", "cut", "cut full"])
+rounds = st.lists(
+    st.tuples(st.lists(changes, max_size=5), st.integers(0, 20 * 24), runs, st.sampled_from([1, 7, 1000])),
+    min_size=2,
+    max_size=8,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rounds=rounds)
+def test_whatever_the_changes_and_runs_the_history_holds_each_change_once_and_ends_at_the_stored_score(rounds):
+    """The random changes and runs of tests/scoring/test_incremental.py: after every run, each score that changed
+    has a new row; each customer's rows form a chain (each starts where the one before ended) that ends at their
+    stored score and tier; no row changes nothing."""
+    with transaction.atomic():
+        shops = [make.shop("A"), make.shop("B")]
+        people = [make.customer(shops[n % 2], f"c{n}") for n in range(20)]
+        now = NOW
+        recompute(now)
+        for steps, hours, run, batch_size in rounds:
+            for step in steps:
+                visits = list(Appointment.objects.order_by("id"))
+                match step:
+                    case ("insert", who, offset, outcome):
+                        make.appointment(people[who], now + timedelta(hours=offset), outcome)
+                    case ("outcome", n, outcome) if visits:
+                        visit = visits[n % len(visits)]
+                        Appointment.objects.filter(pk=visit.pk).update(**consistent(outcome, visit))
+                    case ("reassign", n, who) if visits:
+                        Appointment.objects.filter(pk=visits[n % len(visits)].pk).update(customer=people[who])
+                    case ("move", who, shop):
+                        Customer.objects.filter(pk=people[who].pk).update(shop=shops[shop])
+                    case ("delete", n) if visits:
+                        Appointment.objects.filter(pk=visits[n % len(visits)].pk).delete()
+            before = {row[0]: row[1:] for row in CustomerScore.objects.values_list("customer_id", "score", "tier")}
+            seen = ScoreChange.objects.order_by("-id").values_list("id", flat=True).first() or 0
+            now += timedelta(hours=hours)
+            ctx = Context(now=now, deadline=0 if run.startswith("cut") else math.inf)
+            shop = shops[hours % 2].pk if run == "shop" else None
+            scores.recompute_scores(ctx, shop=shop, full=run.endswith("full"), batch_size=batch_size)
+
+            stored = {row[0]: row[1:] for row in CustomerScore.objects.values_list("customer_id", "score", "tier")}
+            changed = {who for who, was in before.items() if stored[who] != was}
+            assert changed <= set(ScoreChange.objects.filter(id__gt=seen).values_list("customer_id", flat=True))
+            last: dict = {}
+            for who, *change in ScoreChange.objects.order_by("at", "id").values_list(
+                "customer_id", "previous_score", "previous_tier", "score", "tier"
+            ):
+                was, became = tuple(change[:2]), tuple(change[2:])
+                assert was != became, "a row that changes nothing"
+                assert last.get(who, was) == was, "a row that does not start where the one before ended"
+                last[who] = became
+            assert all(stored[who] == became for who, became in last.items())
+        transaction.set_rollback(True)
+
+
+def change(who: Customer, days: float, previous: int, score: int) -> ScoreChange:
+    return ScoreChange.objects.create(customer=who, at=NOW - timedelta(days=days), previous_score=previous,
+                                      previous_tier="new", score=score, tier="new")  # fmt: skip
+
+
+def test_pruning_deletes_the_changes_older_than_the_job_runs_retention(settings):
+    settings.JOB_RUNS_RETENTION_DAYS = 90
+    a, b = make.customer(name="a"), make.customer(name="b")
+    for days, score in ((200, 1), (150, 2), (100, 3), (90, 4), (10, 5)):
+        change(a, days, score - 1, score)
+    change(b, 120, 50, 6)
+    assert history.prune(NOW) == 4
+    assert list(ScoreChange.objects.order_by("at").values_list("score", flat=True)) == [4, 5]  # the cutoff: kept
+    assert history.prune(NOW) == 0
+
+
+def test_each_whole_run_prunes_the_history_and_a_run_for_one_shop_does_not(settings):
+    settings.JOB_RUNS_RETENTION_DAYS = 30
+    customer = make.customer()
+    old = change(customer, 40, 50, 33)
+    recent = change(customer, 20, 33, 25)
+    recompute(NOW, shop=customer.shop_id)
+    assert ScoreChange.objects.count() == 2  # a run for one shop prunes nothing
+    recompute(NOW)
+    assert list(ScoreChange.objects.values_list("pk", flat=True)) == [recent.pk]
+    assert old.pk != recent.pk
+
+
+def test_the_chart_draws_the_score_from_where_the_kept_history_begins_to_now(settings):
+    settings.JOB_RUNS_RETENTION_DAYS = 90
+    customer = make.customer()
+    changes = [change(customer, 60, 50, 33), change(customer, 20, 33, 83)]
+    svg = history.chart(changes, 83, NOW - timedelta(days=400), NOW)
+    assert 'aria-label="Score from 2026-03-03 12:00 UTC to 2026-06-01 12:00 UTC: 2 changes, from 50 to 83"' in svg
+    assert svg.count("<circle") == 2 and "2026-04-02 12:00 UTC: 50 (New) -&gt; 33 (New)" in svg
+    # 90 days over x 26 to 476, scores 0 to 100 over y 122 to 6: 50 until 60 days ago, 33 until 20 days ago, then 83
+    assert 'd="M 26.0 64.0 H 176.0 V 83.7 H 376.0 V 25.7 H 476.0 V 25.7"' in svg
+    unchanged = history.chart([], 62, NOW - timedelta(days=10), NOW)  # added 10 days ago, never changed
+    assert "62 throughout" in unchanged and "from 2026-05-22 12:00 UTC" in unchanged
+
+
+def test_a_deleted_customer_takes_their_history_along():
+    customer = make.customer()
+    recompute(NOW)
+    Customer.objects.filter(pk=customer.pk).delete()
+    assert not ScoreChange.objects.exists()
+
+
+@pytest.mark.postgres
+def test_a_customer_deleted_by_raw_sql_takes_their_history_along_on_postgresql():
+    customer = make.customer()
+    recompute(NOW)
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM scoring_customer WHERE id = %s", [customer.pk])
+    assert not ScoreChange.objects.exists()
