@@ -55,8 +55,9 @@ def seed(*, shops: int, customers: int, appointments: int, seed: int, now: datet
 
 
 def reset() -> None:
-    """Delete all domain data, dependents first, so each delete is one statement."""
-    for model in (Adjustment, ScoreChange, SlotOffer, WaitlistEntry, CustomerScore, Appointment, Customer, Shop):
+    """Delete all domain data, dependents first, so each delete is one statement. The adjustment log stays: it
+    is append-only (the database refuses a DELETE), and a seed that makes the same customers again finds it."""
+    for model in (ScoreChange, SlotOffer, WaitlistEntry, CustomerScore, Appointment, Customer, Shop):
         model.objects.all().delete()
 
 
@@ -159,13 +160,15 @@ def _adjustments(now: datetime) -> None:
     no_show = recent.filter(customer_id=chosen["customer_id"], starts_at__lt=now).order_by("-starts_at").first()
     assert no_show is not None
     Appointment.objects.filter(pk=no_show.pk).update(forgiven=True)
+    until = (now + timedelta(days=30)).date()
+    Customer.objects.filter(pk=no_show.customer_id).update(pinned_tier=Tier.RELIABLE, pinned_until=until)
+    if Adjustment.objects.filter(customer_id=no_show.customer_id).exists():  # seeded again after a reset
+        return
     Adjustment.objects.create(
         at=now - timedelta(days=2), by="mia.staff", action=Action.FORGIVE, shop_id=no_show.shop_id,
         customer_id=no_show.customer_id, appointment=no_show,
         reason="Snowed in: the roads to the shop were closed that morning.",
     )  # fmt: skip
-    until = (now + timedelta(days=30)).date()
-    Customer.objects.filter(pk=no_show.customer_id).update(pinned_tier=Tier.RELIABLE, pinned_until=until)
     Adjustment.objects.create(
         at=now - timedelta(days=1), by="mia.staff", action=Action.PIN, shop_id=no_show.shop_id,
         customer_id=no_show.customer_id, tier=Tier.RELIABLE, until=until,

@@ -99,7 +99,7 @@ def test_a_customer_s_page_explains_the_score_in_the_same_queries_whatever_the_h
     appointments, django_assert_max_num_queries
 ):
     people = scored(("ada", [Outcome.NO_SHOW, Outcome.LATE_CANCEL] * (appointments // 2)))
-    client = staff("view_customer", "forgive", "pin_tier")  # links to pages this branch has not got: none shown
+    client = staff("view_customer", "forgive", "pin_tier")
     with django_assert_max_num_queries(13):  # the admin's 6 (session, user, permissions, ...), the explanation's 6
         response = client.get(reverse("admin:scoring_customer_change", args=[people["ada"].pk]))
     html = response.content.decode()
@@ -109,7 +109,9 @@ def test_a_customer_s_page_explains_the_score_in_the_same_queries_whatever_the_h
     assert f"100 x (A+1) / (A+N+L/2+2) = 100 x 1 / ({a}+{n}+{l // 2}{'.5' if l % 2 else ''}+2) = {stored.score}" in html
     assert f"Appointments that count ({appointments})" in html
     assert 'class="score-history"' in html and "run #" not in html  # scored outside a run
-    assert "Forgive</a>" not in html and "Pin a tier" not in html
+    # With the permissions: a Forgive link for each no-show and late cancel, and the pin form's link.
+    assert html.count("Forgive</a>") == appointments and "Pin a tier" in html
+    assert reverse("admin:scoring_pin", args=[people["ada"].pk]) in html
 
 
 def test_a_pinned_customer_s_page_says_by_whom_until_when_and_why():
@@ -221,3 +223,12 @@ def test_the_export_of_a_million_scores_streams_in_bounded_memory():
     assert lines == n + 1
     assert size > 80 * 2**20
     assert grew < 16 * 2**20, f"the export held {grew / 2**20:.1f} MB at its peak, for {size / 2**20:.0f} MB of CSV"
+
+
+def test_staff_without_the_adjustment_permissions_see_no_forgive_or_pin_link():
+    people = scored(("ada", [Outcome.NO_SHOW, Outcome.LATE_CANCEL]))
+    html = (
+        staff("view_customer").get(reverse("admin:scoring_customer_change", args=[people["ada"].pk])).content.decode()
+    )
+    assert "100 x (A+1)" in html  # the explanation is there
+    assert "Forgive</a>" not in html and "Pin a tier" not in html
