@@ -15,11 +15,11 @@ from jobs.context import Context
 from jobs.models import Trigger
 from jobs.runner import run_job
 from scoring import history, scores
-from scoring.models import Appointment, Customer, CustomerScore, Outcome, ScoreChange
+from scoring.models import Customer, CustomerScore, Outcome, ScoreChange
 from tests import factories as make
 from tests.factories import NOW
 from tests.helpers import outside_a_run
-from tests.scoring.test_incremental import changes, consistent
+from tests.scoring.test_incremental import apply, changes
 
 pytestmark = pytest.mark.django_db
 
@@ -93,19 +93,7 @@ def test_whatever_the_changes_and_runs_the_history_holds_each_change_once_and_en
         recompute(now)
         for steps, hours, run, batch_size in rounds:
             for step in steps:
-                visits = list(Appointment.objects.order_by("id"))
-                match step:
-                    case ("insert", who, offset, outcome):
-                        make.appointment(people[who], now + timedelta(hours=offset), outcome)
-                    case ("outcome", n, outcome) if visits:
-                        visit = visits[n % len(visits)]
-                        Appointment.objects.filter(pk=visit.pk).update(**consistent(outcome, visit))
-                    case ("reassign", n, who) if visits:
-                        Appointment.objects.filter(pk=visits[n % len(visits)].pk).update(customer=people[who])
-                    case ("move", who, shop):
-                        Customer.objects.filter(pk=people[who].pk).update(shop=shops[shop])
-                    case ("delete", n) if visits:
-                        Appointment.objects.filter(pk=visits[n % len(visits)].pk).delete()
+                apply(step, people, shops, now)
             before = {row[0]: row[1:] for row in CustomerScore.objects.values_list("customer_id", "score", "tier")}
             seen = ScoreChange.objects.order_by("-id").values_list("id", flat=True).first() or 0
             now += timedelta(hours=hours)

@@ -210,6 +210,25 @@ rounds = st.lists(
 )
 
 
+def apply(step: tuple, people: list, shops: list, now: datetime) -> None:
+    """One of `changes`' writes, as a writer outside the job would make it."""
+    visits = list(Appointment.objects.order_by("id"))
+    match step:
+        case ("insert", who, offset, outcome):
+            make.appointment(people[who], now + timedelta(hours=offset), outcome)
+        case ("outcome", n, outcome) if visits:
+            visit = visits[n % len(visits)]
+            Appointment.objects.filter(pk=visit.pk).update(**consistent(outcome, visit))
+        case ("reassign", n, who) if visits:
+            Appointment.objects.filter(pk=visits[n % len(visits)].pk).update(customer=people[who])
+        case ("move", who, shop):
+            Customer.objects.filter(pk=people[who].pk).update(shop=shops[shop])
+        case ("delete", n) if visits:
+            Appointment.objects.filter(pk=visits[n % len(visits)].pk).delete()
+        case ("forgive", n, forgiven) if visits:
+            Appointment.objects.filter(pk=visits[n % len(visits)].pk).update(forgiven=forgiven)
+
+
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rounds=rounds)
 def test_whatever_the_changes_and_runs_the_stored_scores_equal_a_full_recompute(rounds):
@@ -220,21 +239,7 @@ def test_whatever_the_changes_and_runs_the_stored_scores_equal_a_full_recompute(
         recompute(now)
         for steps, hours, run, batch_size in rounds:
             for step in steps:
-                visits = list(Appointment.objects.order_by("id"))
-                match step:
-                    case ("insert", who, offset, outcome):
-                        make.appointment(people[who], now + timedelta(hours=offset), outcome)
-                    case ("outcome", n, outcome) if visits:
-                        visit = visits[n % len(visits)]
-                        Appointment.objects.filter(pk=visit.pk).update(**consistent(outcome, visit))
-                    case ("reassign", n, who) if visits:
-                        Appointment.objects.filter(pk=visits[n % len(visits)].pk).update(customer=people[who])
-                    case ("move", who, shop):
-                        Customer.objects.filter(pk=people[who].pk).update(shop=shops[shop])
-                    case ("delete", n) if visits:
-                        Appointment.objects.filter(pk=visits[n % len(visits)].pk).delete()
-                    case ("forgive", n, forgiven) if visits:
-                        Appointment.objects.filter(pk=visits[n % len(visits)].pk).update(forgiven=forgiven)
+                apply(step, people, shops, now)
             now += timedelta(hours=hours)  # across the window's edges, and sometimes not at all
             ctx = Context(now=now, deadline=0 if run.startswith("cut") else math.inf)
             shop = shops[hours % 2].pk if run == "shop" else None
