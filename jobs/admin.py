@@ -23,7 +23,7 @@ from django.views.decorators.http import require_POST
 
 from jobs import report
 from jobs.forms import ParamError, clean
-from jobs.health import describe, overview, real_runs, reason, week
+from jobs.health import describe, overview, reason, week
 from jobs.models import JobRun, Status, Trigger
 from jobs.registry import JOBS, Job
 from jobs.runner import run_job
@@ -352,11 +352,10 @@ def overview_context(request: HttpRequest) -> dict[str, Any]:
     """What the jobs overview (the jobs app's admin page) shows."""
     now = timezone.now()
     rows = []
-    healths = overview(now)
+    healths = overview(now, recent=STRIP)
     for health in healths:
         last, success = health.last_run, health.last_success
-        recent = list(JobRun.objects.filter(job=health.job.name).order_by("-started_at", "-id")[:STRIP])[::-1]
-        failure = real_runs(health.job).filter(status__in=[Status.FAILED, Status.ABANDONED, Status.PARTIAL]).first()
+        recent, failure = health.runs.recent[::-1], health.runs.last_failure
         rows.append(
             {
                 "health": health,

@@ -2,7 +2,8 @@
 every JOBS_ALERT_REPEAT_HOURS while it stays so, and one when it recovers.
 
 Checked at the end of every run of any job and on every health request, so lateness is noticed
-without a scheduler of our own. Each job's alert state is one JobAlert row, changed only by a
+without a scheduler of our own (a run reads only its own job's backlog: a job turns `behind` at the end of its own
+runs or on a health request). Each job's alert state is one JobAlert row, changed only by a
 conditional update on its version: of several processes checking at once, exactly one decides each
 message, and writes it to the outbox in the same transaction (jobs/outbox.py). Whoever checks next
 delivers it, with a deadline, a lease and retries; a message that cannot be delivered never fails a job.
@@ -11,17 +12,18 @@ delivers it, with a deadline, a lease and retries; a message that cannot be deli
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.urls import reverse
 
 from jobs import outbox
-from jobs.health import FINISHED, JobHealth, ago, health, missed_runs, overdue, real_runs
-from jobs.models import JobAlert, Status
+from jobs.health import FINISHED, JobHealth, ago, health, latest_runs, missed_runs, overdue, real_runs
+from jobs.models import JobAlert, JobRun, Status
 from jobs.outbox import Message, webhook_host
 from jobs.registry import JOBS, Job
 from jobs.timefmt import when
@@ -30,9 +32,14 @@ logger = logging.getLogger("jobs")
 OK = "ok"
 
 
-def check(now: datetime, *, send_for: float = outbox.REQUEST_SECONDS) -> list[JobHealth]:
+def check(
+    now: datetime, *, send_for: float = outbox.REQUEST_SECONDS, backlogs: Collection[str] | None = None
+) -> list[JobHealth]:
     """Compare every job's health with its alert state and queue what is due; then deliver what waits in the
     outbox for at most `send_for` seconds in all (0: not now). Return the healths.
+
+    `backlogs`: the jobs whose backlog is read (the domain's queries), besides those with an incident open (so that
+    they can recover); None: all. A job whose backlog is not read cannot turn `behind` in this check.
 
     A message is written in the transaction of the conditional update that moves its job's alert state on:
     both are committed, or neither; and nothing is sent before they are.
@@ -41,11 +48,13 @@ def check(now: datetime, *, send_for: float = outbox.REQUEST_SECONDS) -> list[Jo
     if len(states) < len(JOBS):  # a job's first check: its state row, once (another process may write it first)
         JobAlert.objects.bulk_create([JobAlert(job=name) for name in JOBS if name not in states], ignore_conflicts=True)
         states = {state.job: state for state in JobAlert.objects.filter(job__in=list(JOBS))}
+    runs = latest_runs(JOBS.values())
     healths = []
     for job in JOBS.values():
-        current = health(job, now)
-        healths.append(current)
         state = states[job.name]
+        read = backlogs is None or job.name in backlogs or state.verdict != OK
+        current = health(job, now, runs[job.name], backlog=read)
+        healths.append(current)
         due = decide(job, state, current, now)
         if due is None:
             continue
@@ -63,15 +72,18 @@ def check(now: datetime, *, send_for: float = outbox.REQUEST_SECONDS) -> list[Jo
     return healths
 
 
-def check_quietly(now: datetime, *, skipped: Job | None = None) -> None:
-    """check(), for the end of a run: an alert problem is logged, never the run's problem.
+def check_quietly(now: datetime, job: Job, *, skipped: bool = False) -> None:
+    """check(), for the end of a run of `job`: an alert problem is logged, never the run's problem.
 
-    After a run of `skipped` that found its lock held, only if that job is overdue: a skipped run changes no verdict
-    but one, late to blocked, and only an overdue job can turn blocked. A run holding the lock checks when it ends.
+    Every job's verdict is checked (a job that missed its time is late whoever notices), but only this job's backlog
+    is read: what a run changes is its own job's work, and the domain's backlog queries are the costly part of a
+    check. (Health requests read them all; each job's own runs read its own.)
+    After a skipped run (its lock held), only if its job is overdue: a skipped run changes no verdict but one, late
+    to blocked, and only an overdue job can turn blocked. The run holding the lock checks when it ends.
     """
     try:
-        if skipped is None or overdue(skipped, now):
-            check(now)
+        if not skipped or overdue(job, now):
+            check(now, backlogs=[job.name])
     except Exception:
         logger.exception("the alert check failed; it runs again after the next run or health request")
 
@@ -81,10 +93,11 @@ def decide(
 ) -> tuple[Message, dict[str, Any], list[str]] | None:
     """What to send now, the state it leads to, and where; None: nothing is due."""
     channels = configured_channels()
-    bad, began = _bad(job, current)
+    bad = _bad(job, current)
     if state.verdict == OK:
         if bad:
             text = f"{job.name} is {bad}: {current.note}"
+            began = _began(job, current, bad)
             changes: dict[str, Any] = {"verdict": bad, "opened_at": began, "notified_at": now, "undelivered": {}}
             return _message("opened", job, bad, OK, current, text), changes, channels
     elif current.verdict == OK and not current.late:
@@ -101,27 +114,42 @@ def decide(
     return None
 
 
-def _bad(job: Job, current: JobHealth) -> tuple[str, datetime | None]:
-    """What opens an incident ("" if nothing), and since when: "failing" once JOBS_ALERT_AFTER_FAILURES runs
-    in a row failed; "blocked", "behind" and "late" as soon as they are the verdict (or, for late, beside it)."""
+def _bad(job: Job, current: JobHealth) -> str:
+    """What opens an incident ("" if nothing): "failing" once JOBS_ALERT_AFTER_FAILURES runs in a row failed;
+    "blocked", "behind" and "late" as soon as they are the verdict (or, for late, beside it)."""
     if current.verdict == "failing" and current.last_run is not None:
         if current.last_run.status == Status.RUNNING:  # it never finished
-            return "failing", current.last_run.started_at
-        since_success = real_runs(job).filter(status__in=FINISHED)
-        if current.last_success is not None:
-            since_success = since_success.filter(started_at__gt=current.last_success.started_at)
+            return "failing"
         threshold = settings.JOBS_ALERT_AFTER_FAILURES
-        if since_success[:threshold].count() >= threshold:  # bounded: never more than the threshold's rows
-            first = since_success.order_by("started_at").values_list("started_at", flat=True).first()
-            return "failing", first  # the incident began with the first of them
-    if current.verdict == "blocked":
-        return "blocked", current.expected_at
-    if current.verdict == "behind":
+        success = current.last_success
+        failed = [run for run in current.runs.finished if success is None or run.started_at > success.started_at]
+        if len(failed) < len(current.runs.finished):  # the last success is among the runs read: all failures are
+            if len(failed) >= threshold:
+                return "failing"
+        elif len(failed) >= threshold or _failures_since(job, success)[:threshold].count() >= threshold:
+            return "failing"  # (counted only when more than the runs read failed: bounded by the threshold)
+    if current.verdict in ("blocked", "behind"):
+        return current.verdict
+    return "late" if current.late else ""
+
+
+def _began(job: Job, current: JobHealth, bad: str) -> datetime | None:
+    """When the incident began: the first of the failures since the last success, the scheduled time that got
+    no run (late, blocked), the oldest due item (behind)."""
+    if bad == "failing" and current.last_run is not None:
+        if current.last_run.status == Status.RUNNING:
+            return current.last_run.started_at
+        first = _failures_since(job, current.last_success).order_by("started_at")
+        return first.values_list("started_at", flat=True).first()
+    if bad == "behind":
         oldest = current.backlog.oldest if current.backlog else None
-        return "behind", oldest or (current.last_run.started_at if current.last_run else None)
-    if current.late:
-        return "late", current.expected_at  # the scheduled time that got no run
-    return "", None
+        return oldest or (current.last_run.started_at if current.last_run else None)
+    return current.expected_at
+
+
+def _failures_since(job: Job, success: JobRun | None) -> QuerySet[JobRun]:
+    runs = real_runs(job).filter(status__in=FINISHED)
+    return runs if success is None else runs.filter(started_at__gt=success.started_at)
 
 
 def recovery_text(job: Job, state: JobAlert, current: JobHealth, now: datetime) -> str:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from traceback import format_exception
 from types import TracebackType
 from typing import Any
@@ -21,11 +22,11 @@ logger = logging.getLogger("jobs")
 class Context:
     """What a run gives its job. The job never learns whether HTTP, the shell or the admin started it.
 
-    `params` are the job form's cleaned values. `checkpoint` is the opaque text a
-    previous full run of the job returned when it stopped for lack of time (None:
-    start from the beginning). `run_id` names the run's row in the ledger (None outside a run), for a job
-    that records which run wrote what. `errors` collects what `item()` caught. `hold(name)` takes a lock on
-    `name` as well as the job's, until the run ends, without waiting, or raises Held (the run is then
+    `params` are the job form's cleaned values. `checkpoint` is the opaque text a previous full run of the
+    job returned when it stopped for lack of time (None: start from the beginning), read from the ledger by
+    `resume` when the job first asks. `run_id` names the run's row in the ledger (None outside a run), for a
+    job that records which run wrote what. `errors` collects what `item()` caught. `hold(name)` takes a lock
+    on `name` as well as the job's, until the run ends, without waiting, or raises Held (the run is then
     recorded `skipped`, naming what was held and by whom): for what runs share whatever their lock ids
     (one job under two lock ids during a rollout, or two jobs).
     """
@@ -34,12 +35,16 @@ class Context:
     params: Mapping[str, Any] = field(default_factory=dict)
     deadline: float = math.inf  # a time.monotonic() value
     dry_run: bool = False
-    checkpoint: str | None = None
+    resume: Callable[[], str | None] = lambda: None  # finds the checkpoint (see above)
     errors: list[str] = field(default_factory=list)
     tracebacks: list[str] = field(default_factory=list)  # the items', stored on the run
     keep_alive: Callable[[], None] = lambda: None  # renews the run's lease (SQLite) between items and batches
     hold: Callable[[str], None] = lambda name: None  # takes a named lock too (see above); no-op outside a run
     run_id: int | None = None  # the run's row in the ledger (JobRun), for what a job records of its runs
+
+    @cached_property
+    def checkpoint(self) -> str | None:
+        return self.resume()
 
     def out_of_time(self) -> bool:
         """Whether the run's time budget is spent: stop between batches and return a checkpoint."""

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from bisect import bisect_left
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from itertools import chain
+from typing import Any
 
 from cron_descriptor import ExpressionDescriptor
 from cronsim import CronSim
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Q, QuerySet, Value
+from django.db.models import Count, Min, Q, QuerySet, Window
 
 from jobs.context import Backlog
 from jobs.models import JobRun, Status
@@ -35,7 +36,8 @@ class JobHealth:
     last_run: JobRun | None
     last_success: JobRun | None
     next_run: datetime | None
-    backlog: Backlog | None = None  # what the job has left to do, when it can tell
+    runs: Latest  # the latest runs the verdict was made from
+    backlog: Backlog | None = None  # what the job has left to do, when it can tell (and was asked)
 
     @property
     def status(self) -> str:
@@ -58,9 +60,10 @@ def describe(schedule: str | None, zone: str = "UTC") -> str:
     return f"{ExpressionDescriptor(schedule, use_24hour_time_format=True).get_description()} {zone}"
 
 
-def overview(now: datetime) -> list[JobHealth]:
-    """One verdict per declared job, from a few indexed look-ups each."""
-    return [health(job, now) for job in JOBS.values()]
+def overview(now: datetime, *, recent: int = 0) -> list[JobHealth]:
+    """One verdict per declared job: their latest runs in one statement, then what each job's backlog says."""
+    runs = latest_runs(JOBS.values(), recent=recent)
+    return [health(job, now, runs[job.name]) for job in JOBS.values()]
 
 
 def real_runs(job: Job) -> QuerySet[JobRun]:
@@ -69,22 +72,67 @@ def real_runs(job: Job) -> QuerySet[JobRun]:
     return JobRun.objects.filter(job=job.name, real=True).order_by("-started_at", "-id")
 
 
-def latest(job: Job) -> tuple[JobRun | None, list[JobRun], JobRun | None]:
-    """The job's last real run that was not skipped, its last finished ones (newest first) and its last success:
-    one round trip, three short reads of the partial indexes, whatever the size of the ledger."""
-    runs = real_runs(job)
-    parts = [
-        runs.exclude(status=Status.SKIPPED).annotate(part=Value(0))[:1],
-        runs.filter(status__in=FINISHED).annotate(part=Value(1))[: max(RESUMING_LIMIT, SHRINKING)],
-        runs.filter(status=Status.SUCCEEDED).annotate(part=Value(2))[:1],
-    ]
-    found: list[list[JobRun]] = [[], [], []]
-    together = connection.features.supports_slicing_ordering_in_compound  # PostgreSQL; SQLite reads them one by one
-    for run in parts[0].union(*parts[1:], all=True) if together else chain(*parts):
-        found[run.part].append(run)
+@dataclass(frozen=True)
+class Latest:
+    """A job's latest runs, as health and the overview read them (newest first)."""
+
+    last_run: JobRun | None = None  # its last real run that was not skipped (it may be running)
+    finished: list[JobRun] = field(default_factory=list)  # its last finished real runs
+    last_success: JobRun | None = None
+    last_failure: JobRun | None = None  # failed, abandoned or partial (read for the overview)
+    recent: list[JobRun] = field(default_factory=list)  # its last runs of any kind (the overview's strip)
+
+
+def _real(*statuses: Status) -> str:
+    return '"real" AND status IN (' + ", ".join(f"'{status}'" for status in statuses) + ")"
+
+
+# What each part of latest_runs() reads of a job, from one of the partial indexes of JobRun (jobs/models.py): its
+# attribute of Latest, the condition, how many rows.
+_PARTS = [
+    ("last_run", f"\"real\" AND status <> '{Status.SKIPPED}'", 1),
+    ("finished", _real(*FINISHED), max(RESUMING_LIMIT, SHRINKING)),
+    ("last_success", _real(Status.SUCCEEDED), 1),
+]
+_FAILURE = ("last_failure", _real(Status.FAILED, Status.ABANDONED, Status.PARTIAL), 1)
+_LISTS = {"finished", "recent"}
+
+
+def latest_runs(jobs: Iterable[Job], *, recent: int = 0) -> dict[str, Latest]:
+    """The latest runs of every one of `jobs`, in one statement whatever their number and the size of the ledger:
+    a few LIMITed reads of an index per job (with `recent`, also the job's last failure and its last `recent` runs
+    of any kind), in a UNION ALL. On PostgreSQL the reads are planned once for all jobs (a LATERAL join over their
+    names: a UNION of every job's reads took longer to plan than to run). The runs come without their traceback
+    (deferred)."""
+    parts = _PARTS + ([_FAILURE, ("recent", "", recent)] if recent else [])
+    names = [job.name for job in jobs]
+    columns = ", ".join(f'"{f.column}"' for f in JobRun._meta.concrete_fields if f.name != "traceback")
+
+    def reads(job: str) -> str:
+        return " UNION ALL ".join(
+            f"SELECT * FROM (SELECT {columns}, {number} AS part FROM {JobRun._meta.db_table} WHERE job = {job}"
+            f"{' AND ' + condition if condition else ''} ORDER BY started_at DESC, id DESC LIMIT {rows}) part{number}"
+            for number, (_, condition, rows) in enumerate(parts)
+        )
+
+    if connection.vendor == "postgresql":
+        sql = f"SELECT runs.* FROM unnest(%s::varchar[]) AS jobs (name) CROSS JOIN LATERAL ({reads('jobs.name')}) runs"
+        params: list[Any] = [names]
+    else:
+        sql, params = " UNION ALL ".join(reads("%s") for _ in names), [name for name in names for _ in parts]
+    found: dict[str, dict[str, list[JobRun]]] = {name: {part: [] for part, _, _ in parts} for name in names}
+    for run in JobRun.objects.raw(sql, params) if names else []:
+        found[run.job][parts[run.part][0]].append(run)
     order = lambda run: (run.started_at, run.pk)  # noqa: E731  (a UNION keeps no order)
-    finished = sorted(found[1], key=order, reverse=True)
-    return next(iter(found[0]), None), finished, next(iter(found[2]), None)
+    return {
+        name: Latest(
+            **{
+                part: sorted(runs, key=order, reverse=True) if part in _LISTS else next(iter(runs), None)
+                for part, runs in read.items()
+            }
+        )
+        for name, read in found.items()
+    }
 
 
 def overdue(job: Job, now: datetime) -> bool:
@@ -96,16 +144,19 @@ def overdue(job: Job, now: datetime) -> bool:
     return bool(_lateness(job, now, last_run)[1])
 
 
-def health(job: Job, now: datetime) -> JobHealth:
+def health(job: Job, now: datetime, runs: Latest | None = None, *, backlog: bool = True) -> JobHealth:
     """The job's verdict: the worst of what its last runs say (failing, resuming, running), whether the run
     due after the last one has come (late, or blocked when it came and found the lock held), and whether
-    its work piles up (behind)."""
-    last_run, finished, last_success = latest(job)
+    its work piles up (behind: its backlog is read unless `backlog` is false).
+
+    `runs`: its latest runs, when read already (latest_runs)."""
+    runs = runs or latest_runs([job])[job.name]
+    last_run, finished = runs.last_run, runs.finished
     next_run = next(job.fires(now), None) if job.schedule else None
     verdict, note = _verdict(now, last_run, finished)
     expected_at, overdue, overdue_note = _lateness(job, now, last_run)
-    backlog = job.backlog(now) if job.backlog else None
-    behind = _behind(job, now, backlog, finished)
+    left = job.backlog(now) if job.backlog and backlog else None
+    behind = _behind(job, now, left, finished)
     if overdue and last_run is None:
         note = ""  # the overdue note says "No run yet" itself
     # The worst verdict wins; a live run explains skips and lateness.
@@ -114,7 +165,9 @@ def health(job: Job, now: datetime) -> JobHealth:
         verdict, note = max(found, key=lambda pair: SEVERITY.get(pair[0], 0))
     notes = [text for name, text in found if text and name != verdict]
     note = " ".join([note, *notes]).strip()
-    return JobHealth(job, verdict, overdue == "late", expected_at, note, last_run, last_success, next_run, backlog)
+    return JobHealth(
+        job, verdict, overdue == "late", expected_at, note, last_run, runs.last_success, next_run, runs, left
+    )
 
 
 def out_of_time(run: JobRun) -> bool:
@@ -169,18 +222,23 @@ def _lateness(job: Job, now: datetime, last_run: JobRun | None) -> tuple[datetim
     due = next(job.fires(since))
     if now < due + job.grace_period:
         return None, "", ""
-    skipped = real_runs(job).filter(status=Status.SKIPPED, started_at__gte=due)
-    count, last_skip = skipped.count(), skipped.first()
+    # The last call since, with how many there were and when the first came: one read.
+    last_skip = (
+        real_runs(job)
+        .filter(status=Status.SKIPPED, started_at__gte=due)
+        .annotate(count=Window(Count("id")), first=Window(Min("started_at")))
+        .only("started_at", "held", "held_by", "lock_id")
+        .first()
+    )
     last = f"No run since {utc(since)} (#{last_run.pk})" if last_run else "No run yet"
     if last_skip is None:
         return due, "late", f"{last}; the run due at {utc(due)} has not come (expected {cadence(job.schedule)})."
-    first_skip = skipped.order_by("started_at").values_list("started_at", flat=True).first()
-    assert first_skip is not None
+    count = last_skip.count
     return (
         due,
         "blocked",
         (
-            f"{last}: {count} call{'s' * (count != 1)} since {utc(first_skip)} found {last_skip.skip_reason}"
+            f"{last}: {count} call{'s' * (count != 1)} since {utc(last_skip.first)} found {last_skip.skip_reason}"
             f" (last at {utc(last_skip.started_at)})."
         ),
     )

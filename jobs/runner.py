@@ -55,7 +55,7 @@ def run_job(
        On PostgreSQL the rest runs in the lock's transaction, with constraint checks
        made statement by statement (a row deleted meanwhile costs one item, not the COMMIT).
     4. Call the job with its Context: the run's `now`, the deadline of the time budget, the
-       parameters, and the checkpoint of the last full run that stopped for lack of time.
+       parameters, and the checkpoint of the last full run that stopped for lack of time (read if the job asks).
        Items isolate themselves (ctx.item), so one failing item costs only that item.
        A dry run is rolled back.
     5. Mark older `running` rows of this job `abandoned`: they cannot be alive, or they would
@@ -70,8 +70,9 @@ def run_job(
        marked `abandoned`. The lock is released on leaving the block, whatever happened.
     Check-ins (jobs/checkins.py): a real run (not dry, not scoped) whose job has a monitor sends its start once
     it holds the lock (3.), waiting at most one attempt's deadline, and queues its end once recorded (6.).
-    7. Check every job's health, queue the alerts that are due (jobs/alerts.py), and deliver what waits in
-       the outbox for at most 2 s (jobs/outbox.py): an attempt that takes longer finishes in its thread.
+    7. Check every job's health (reading only this job's backlog), queue the alerts that are due (jobs/alerts.py),
+       and deliver what waits in the outbox for at most 2 s (jobs/outbox.py): an attempt that takes longer
+       finishes in its thread.
        A skipped run does so only when its job is overdue (then it may be `blocked`): otherwise it changed no
        verdict, and the run holding the lock checks at its end (one indexed read instead of the whole check).
     """
@@ -79,7 +80,7 @@ def run_job(
     run = _run(job, {**clean(job.name, job.form, {}), **(params or {})}, trigger, user, origin)
     checkins.ended(job, run)  # the end signal, if it has a monitor; 7. delivers it
     # 7. tell operators if this job, or any other, turned failing or late (a skipped run: only if its job is overdue)
-    alerts.check_quietly(timezone.now(), skipped=job if run.status == Status.SKIPPED else None)
+    alerts.check_quietly(timezone.now(), job, skipped=run.status == Status.SKIPPED)
     return run
 
 
@@ -117,7 +118,7 @@ def _run(job: Job, params: dict[str, Any], trigger: Trigger, user: User | Anonym
                 params={name: value for name, value in params.items() if name not in COMMON},
                 deadline=time.monotonic() + settings.JOBS_TIME_BUDGET_SECONDS,
                 dry_run=params["dry_run"],
-                checkpoint=None if job.scoped(params) else _checkpoint(job, run),
+                resume=(lambda: None) if job.scoped(params) else lambda: _checkpoint(job, run),
                 keep_alive=lock.renew,
                 hold=lock.also,
                 run_id=run.pk,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from base64 import b64encode
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 import time_machine
@@ -14,7 +14,9 @@ from django.test import Client
 from django.utils import timezone
 
 from jobs import alerts
-from jobs.models import JobRun, OutboxMessage, Status, Trigger
+from jobs.context import Backlog, Result
+from jobs.models import JobAlert, JobRun, OutboxMessage, Status, Trigger
+from jobs.registry import JOBS, Job
 from jobs.runner import run_job
 from tests.helpers import free_port, webhook_receiver
 
@@ -293,3 +295,33 @@ def test_a_recovery_on_time_counts_nothing_missed_and_resuming_runs_are_not_fail
     assert subjects("nightly")[-1].startswith("[jobs] nightly recovered after 24 h: 1 run failed, 0 missed."), subjects(
         "nightly"
     )
+
+
+def test_a_run_reads_its_own_jobs_backlog_and_an_open_incidents_while_health_reads_them_all(monkeypatch):
+    """The domain's backlog queries are the costly part of a check: a run's end reads its own job's, and those of
+    jobs with an incident open (so that they can recover); a health request reads every job's."""
+    read: list[str] = []
+
+    def declare(name: str, lock_id: int) -> Job:
+        def backlog(now: datetime) -> Backlog:
+            read.append(name)
+            return Backlog(due=0)
+
+        job = Job(name, lock_id, lambda ctx: Result({}), "Has a backlog.", backlog=backlog)
+        monkeypatch.setitem(JOBS, name, job)
+        return job
+
+    mine, other = declare("mine", 990101), declare("other", 990102)
+    run_job(mine, trigger=Trigger.CLI)
+    assert read == ["mine"]
+    JobAlert.objects.filter(job="other").update(verdict="behind")  # an incident open: read, so that it can recover
+    read.clear()
+    run_job(mine, trigger=Trigger.CLI)
+    assert sorted(read) == ["mine", "other"]
+    JobAlert.objects.filter(job="other").update(verdict="ok")
+    read.clear()
+    run_job(other, trigger=Trigger.CLI)
+    assert read == ["other"]
+    read.clear()
+    get_health()
+    assert sorted(read) == ["mine", "other"]
