@@ -135,6 +135,10 @@ def _database(raw: str) -> dict[str, Any]:
         raise ValueError("unsupported engine")
     if not config.get("NAME") or config["NAME"] == ":memory:":  # sqlite:// or postgres://host/ names no database
         raise ValueError("no database named")
+    if "CONN_MAX_AGE" in config:  # seconds; django-environ leaves anything but digits a string
+        config["CONN_MAX_AGE"] = _int(0)(str(config["CONN_MAX_AGE"]))
+    if "CONN_HEALTH_CHECKS" in config:  # django-environ leaves it a string: "false" would be true
+        config["CONN_HEALTH_CHECKS"] = _bool(str(config["CONN_HEALTH_CHECKS"]))
     return config
 
 
@@ -169,12 +173,18 @@ DATABASES: dict[str, dict[str, Any]] = {
         "DATABASE_URL",
         _database,
         {"ENGINE": "django.db.backends.sqlite3", "NAME": str(BASE_DIR / "db.sqlite3")},
-        "a database URL: sqlite:///path/to/file.sqlite3 or postgres://user:pass@host:port/name",
+        "a database URL: sqlite:///path/to/file.sqlite3 or postgres://user:pass@host:port/name"
+        " (and ?conn_max_age=SECONDS, ?conn_health_checks=true|false)",
     )
 }
 # Safe behind a transaction-mode pooler (PgBouncer, Supabase 6543, Neon -pooler): a server-side
 # cursor would outlive the pooler's transaction. Django already prepares no statements (psycopg 3).
 DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+# Connections stay open between requests, 60 s unless the URL says (`?conn_max_age=0`: one per request), and are
+# checked before each reuse (`?conn_health_checks=false`: not): opening one costs more than a skipped run's whole
+# work. Safe here: every lock a job takes lives in one transaction, so a reused connection carries none over.
+DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
+DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {
         # Writers queue instead of failing at once; WAL lets readers run beside them.

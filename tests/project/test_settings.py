@@ -66,6 +66,9 @@ def test_check_deploy_warns_about_missing_job_secrets():
         ("ALLOWED_HOSTS", " , "),
         ("DATABASE_URL", "sqlite://"),
         ("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/"),
+        ("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/app?conn_max_age=forever"),
+        ("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/app?conn_max_age=-1"),
+        ("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/app?conn_health_checks=maybe"),
         ("RECOMPUTE_SCORES_WINDOW_DAYS", "1_000"),
         ("RECOMPUTE_SCORES_WINDOW_DAYS", "+30"),
         ("RECOMPUTE_SCORES_WINDOW_DAYS", " 30"),
@@ -82,6 +85,22 @@ def test_a_malformed_variable_stops_start_up_naming_it_and_not_its_value(name, v
     assert f"ImproperlyConfigured: {name} must be" in result.stderr
     if len(value) > 3 and value != "sqlite://":  # that one is the start of the message's own example
         assert value not in result.stderr.split("ImproperlyConfigured:")[-1]
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("", "60 True"),  # the embedded SQLite default
+        ("postgres://app@db.example.com/app", "60 True"),
+        ("postgres://app@db.example.com/app?conn_max_age=0&conn_health_checks=false", "0 False"),
+        ("sqlite:///db.sqlite3?conn_max_age=600", "600 True"),
+    ],
+)
+def test_connections_stay_open_a_minute_and_are_checked_before_reuse_unless_the_url_says(url, expected):
+    shell = ["shell", "-c", "from django.db import connection as c; print(c.settings_dict['CONN_MAX_AGE'],"
+             " c.settings_dict['CONN_HEALTH_CHECKS'])"]  # fmt: skip
+    result = check({**LOCAL, "DATABASE_URL": url}, *shell)
+    assert result.stdout.split()[-2:] == expected.split(), result.stderr
 
 
 def test_a_negative_lock_id_is_a_valid_bigint():
