@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
+from itertools import takewhile
 
 import pytest
 
-from jobs.health import ago, cadence, describe, health, overview, week, worst
+from jobs.health import ago, cadence, describe, health, overview, scheduled, week, worst
 from jobs.models import JobRun, Status, Trigger
 from jobs.registry import JOBS
 
@@ -143,3 +145,17 @@ def test_health_is_as_bad_as_its_worst_job():
     assert worst(overview(NOW)) == "late"
     ran("frequent", Status.FAILED, hours_ago=0.01)
     assert worst(overview(NOW)) == "failing"
+
+
+def test_the_scheduled_times_kept_by_the_process_are_those_of_the_schedule_for_any_window_asked_in_any_order():
+    job = JOBS["frequent"]  # every 5 minutes
+    rng = random.Random(7)
+    start = NOW
+    for _ in range(300):  # mostly a window sliding forward, as the overview asks; now and then a jump, either way
+        jump = rng.random() < 0.1
+        start = start.replace(second=0) + timedelta(minutes=rng.randrange(-9_000, 9_000) if jump else rng.randrange(3))
+        start += timedelta(seconds=rng.choice([0, 0, 1, 59]))
+        end = start + timedelta(minutes=rng.choice([0, 4, 5, 61, 7 * 24 * 60]))
+        expected = list(takewhile(lambda fire, end=end: fire <= end, job.fires(start)))
+        expected.append(next(job.fires(expected[-1] if expected else start)))  # and the one after
+        assert scheduled(job, start, end) == expected, (start, end)
