@@ -9,9 +9,9 @@ N/100 shops, a score for 95 % of them (the rest never scored), booking policies 
 first M/10 customers, each customer with a hidden chance of coming (a planted signal). Then, in one run:
 
 1. GET /api/customers/<uuid>/standing through gunicorn (2 workers) on loopback, one request at a time, for
-   random customers: with a new connection per request (Django's default, `?conn_max_age=0` in DATABASE_URL), and
-   with connections kept open (the project's default, 60 s); the baseline is a 401 (no secret) through the same server, which
-   touches no database. p50, p95, p99.
+   random customers: with a new connection per request (Django's default, `?conn_max_age=0` in DATABASE_URL),
+   and with connections kept open (the project's default, 60 s); the baseline is a 401 (no secret) through the
+   same server, which touches no database. p50, p95, p99.
 2. The standing query alone, server side (EXPLAIN ANALYZE), for the same kind of customer.
 3. evaluate-scores over all shops (`manage.py evaluate_scores`, the runner in a process of its own), against a
    floor: one GROUP BY customer over the same appointments. Median of 3.

@@ -88,18 +88,20 @@ def _real(*statuses: Status) -> str:
     return '"real" AND status IN (' + ", ".join(f"'{status}'" for status in statuses) + ")"
 
 
-# What each part of latest_runs() reads of a job, from one of the partial indexes of JobRun (jobs/models.py): its
-# attribute of Latest, the condition, how many rows.
+# What latest_runs() reads of a job, each from one of the partial indexes of JobRun (jobs/models.py): the condition
+# and how many rows, for its last run that was not skipped, its last finished runs, its last success, and (for the
+# overview) its last failure and its last runs of any kind. The last: their ids first, from jobrun_job_recent alone
+# (for whole rows, the planner would rather read the ledger's time index, in the table's order, and filter: all of it
+# for a job that runs rarely).
 _PARTS = [
-    ("last_run", f"\"real\" AND status <> '{Status.SKIPPED}'", 1),
-    ("finished", _real(*FINISHED), max(RESUMING_LIMIT, SHRINKING)),
-    ("last_success", _real(Status.SUCCEEDED), 1),
+    (f"\"real\" AND status <> '{Status.SKIPPED}'", 1),
+    (_real(*FINISHED), max(RESUMING_LIMIT, SHRINKING)),
+    (_real(Status.SUCCEEDED), 1),
 ]
-_FAILURE = ("last_failure", _real(Status.FAILED, Status.ABANDONED, Status.PARTIAL), 1)
-# A job's runs of any kind: their ids first, from jobrun_job_recent alone (for the whole rows, the planner would rather
-# read the ledger's time index, which it reads in the table's order, and filter: all of it for a job that runs rarely).
-_RECENT = "id IN (SELECT id FROM jobs_jobrun WHERE job = {job} ORDER BY started_at DESC, id DESC LIMIT {rows})"
-_LISTS = {"finished", "recent"}
+_OVERVIEW = [
+    (_real(Status.FAILED, Status.ABANDONED, Status.PARTIAL), 1),
+    ("id IN (SELECT id FROM jobs_jobrun WHERE job = {job} ORDER BY started_at DESC, id DESC LIMIT {rows})", 0),
+]
 
 
 def latest_runs(jobs: Iterable[Job], *, recent: int = 0) -> dict[str, Latest]:
@@ -108,7 +110,7 @@ def latest_runs(jobs: Iterable[Job], *, recent: int = 0) -> dict[str, Latest]:
     of any kind), in a UNION ALL. On PostgreSQL the reads are planned once for all jobs (a LATERAL join over their
     names: a UNION of every job's reads took longer to plan than to run). The runs come without their traceback
     (deferred)."""
-    parts = _PARTS + ([_FAILURE, ("recent", _RECENT, recent)] if recent else [])
+    parts = _PARTS + ([_OVERVIEW[0], (_OVERVIEW[1][0], recent)] if recent else [])
     names = [job.name for job in jobs]
     columns = ", ".join(f'"{f.column}"' for f in JobRun._meta.concrete_fields if f.name != "traceback")
 
@@ -116,7 +118,7 @@ def latest_runs(jobs: Iterable[Job], *, recent: int = 0) -> dict[str, Latest]:
         return " UNION ALL ".join(
             f"SELECT * FROM (SELECT {columns}, {number} AS part FROM {JobRun._meta.db_table} WHERE job = {job} AND"
             f" {condition.format(job=job, rows=rows)} ORDER BY started_at DESC, id DESC LIMIT {rows}) part{number}"
-            for number, (_, condition, rows) in enumerate(parts)
+            for number, (condition, rows) in enumerate(parts)
         )
 
     if connection.vendor == "postgresql":
@@ -124,20 +126,18 @@ def latest_runs(jobs: Iterable[Job], *, recent: int = 0) -> dict[str, Latest]:
         params: list[Any] = [names]
     else:
         sql = " UNION ALL ".join(reads("%s") for _ in names)
-        params = [name for name in names for _, condition, _ in parts for _ in range(1 + condition.count("{job}"))]
-    found: dict[str, dict[str, list[JobRun]]] = {name: {part: [] for part, _, _ in parts} for name in names}
+        params = [name for name in names for condition, _ in parts for _ in range(1 + condition.count("{job}"))]
+    found: dict[str, list[list[JobRun]]] = {name: [[] for _ in parts] for name in names}
     for run in JobRun.objects.raw(sql, params) if names else []:
-        found[run.job][parts[run.part][0]].append(run)
+        found[run.job][getattr(run, "part")].append(run)  # noqa: B009  (a column of the query, not of the model)
     order = lambda run: (run.started_at, run.pk)  # noqa: E731  (a UNION keeps no order)
-    return {
-        name: Latest(
-            **{
-                part: sorted(runs, key=order, reverse=True) if part in _LISTS else next(iter(runs), None)
-                for part, runs in read.items()
-            }
-        )
-        for name, read in found.items()
-    }
+    latest = {}
+    for name, read in found.items():
+        runs = [sorted(part, key=order, reverse=True) for part in read]
+        runs += [[]] * (len(_PARTS) + len(_OVERVIEW) - len(runs))  # the overview's parts, when not read
+        first = [part[0] if part else None for part in runs]
+        latest[name] = Latest(first[0], runs[1], first[2], first[3], runs[4])
+    return latest
 
 
 def overdue(job: Job, now: datetime) -> bool:
