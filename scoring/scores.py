@@ -185,7 +185,7 @@ def _incremental(ctx: Context, state: ScoringState, batch_size: int, tally: Tall
     tally.total, tally.changed = tally.total + slid, tally.changed + slid
     marked = DirtyCustomer.objects.count()
     due = DirtyCustomer.objects.order_by("customer_id").values_list("customer_id", flat=True)
-    after, more = _FIRST, True
+    after, more = _FIRST, marked > 0
     while more and (ids := list(due.filter(customer_id__gt=after)[:batch_size])):
         _score_batch(ctx, tally, Batch(ids=ids, size=len(ids)), at=ctx.now)
         after, more = ids[-1], len(ids) == batch_size
