@@ -92,13 +92,14 @@ def main() -> None:
     job = {**median_of(jobs), "rss_mb": max(run["rss_mb"] for run in jobs)}
     floor = median_of(floors)
     now = jobs[-1]["now"]
+    if not args.targets_only:  # on the scores of the last full pass, at its `now`
+        naive = measure_naive(url, now, args.naive_sample, n)
+        http = measure_http(env, args.requests)
     print("a day of activity, then an incremental run", flush=True)
     incremental = measure_incremental(url, env, args.repeat)
     if args.targets_only:
         print(render_targets(job, floor, incremental))
         return
-    naive = measure_naive(url, now, args.naive_sample, n)
-    http = measure_http(env, args.requests)
     # 10 resolved appointments per customer, 1, and 1 booking (pending: it counts in no score)
     shapes = [(min(10_000, n), "no_show"), (min(100_000, n), "no_show"), (min(100_000, n), "pending")]
     triggers = [measure_triggers(url, max(args.repeat, 7), customers, outcome) for customers, outcome in shapes]
@@ -440,11 +441,20 @@ def measure_floor(url: str, now: datetime) -> dict[str, Any]:
 
     days = settings.RECOMPUTE_SCORES_WINDOW_DAYS
     with psycopg.connect(url) as conn:
+        backend = conn.info.backend_pid
+        cpu = backend_cpu(backend)
         started = time.perf_counter()
         cursor = conn.execute(FLOOR, {"days": days, "now": now, "start": now - timedelta(days=days)})
         conn.commit()
         seconds = time.perf_counter() - started
-    return {"seconds": seconds, "rows": cursor.rowcount}
+        cpu = backend_cpu(backend) - cpu
+    return {"seconds": seconds, "rows": cursor.rowcount, "cpu": cpu}
+
+
+def backend_cpu(pid: int) -> float:
+    """CPU seconds a database backend (on this machine) has used."""
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure_naive(url: str, now: datetime, sample: int, n: int) -> dict[str, Any]:
@@ -623,6 +633,10 @@ def render_targets(job: dict, floor: dict, incremental: dict) -> str:
                 job["seconds"], 0.05),
             row("incremental run after a day, the job's own work", incremental["work"], "the full pass, its own work",
                 job["work"], 0.05),
+            row("full pass from empty, CPU (the job's process and its backend)", job["cpu"],
+                "the floor statement, CPU (its backend)", floor["cpu"], 1.15),
+            row("incremental run after a day, CPU (the job's process and its backend)", incremental["cpu"],
+                "the full pass, CPU", job["cpu"], 0.05),
             row("a run with nothing to do, end to end", idle["seconds"], "the full pass, end to end", job["seconds"],
                 None),
             row("a run with nothing to do, the job's own work", idle["work"], "the full pass, its own work",
@@ -630,7 +644,9 @@ def render_targets(job: dict, floor: dict, incremental: dict) -> str:
             "",
             "End to end is `run_job()` in a process of its own, from the call to its return: the ledger rows, the "
             "lock, the commit and the alert check at the end included (the job framework's fixed cost). The job's own "
-            "work is the run's recorded duration, under the lock. The run with nothing to do (median of 3) follows the "
+            "work is the run's recorded duration, under the lock. CPU is the whole run's (the runner's part too), "
+            "steadier than the wall time when other work shares the cores (at 10 ms ticks: coarse for the "
+            "incremental run). The run with nothing to do (median of 3) follows the "
             "incremental one a few seconds later: it shows the fixed cost, the framework's and the job's. The full "
             f"pass and the floor are the median of {incremental['runs']} alternating runs, the incremental run the "
             f"median of {incremental['runs']}, each after a full pass of its own.",
