@@ -227,7 +227,7 @@ class ScoreChange(models.Model):
     Pruned after JOB_RUNS_RETENTION_DAYS (scoring.history)."""
 
     id = models.BigAutoField(primary_key=True)
-    # On PostgreSQL the database deletes a customer's history with them (migration 0014), as their score.
+    # On PostgreSQL the database deletes a customer's history with them (a trigger, migration 0017), as their score.
     customer = models.ForeignKey(
         Customer, on_delete=models.CASCADE, db_constraint=False, db_index=False, related_name="score_changes"
     )

@@ -158,16 +158,20 @@ def test_the_chart_draws_the_score_from_where_the_kept_history_begins_to_now(set
 
 
 def test_a_deleted_customer_takes_their_history_along():
-    customer = make.customer()
+    customer, other = make.customer(name="a"), make.customer(name="b")
     recompute(NOW)
+    change(customer, 10, 50, 33)
+    change(other, 10, 50, 66)
     Customer.objects.filter(pk=customer.pk).delete()
-    assert not ScoreChange.objects.exists()
+    assert list(ScoreChange.objects.values_list("customer_id", flat=True)) == [other.pk]
 
 
 @pytest.mark.postgres
 def test_a_customer_deleted_by_raw_sql_takes_their_history_along_on_postgresql():
-    customer = make.customer()
+    customer, other = make.customer(name="a"), make.customer(name="b")
     recompute(NOW)
-    with connection.cursor() as cursor:
+    for who, days, previous, score in ((customer, 10, 50, 33), (customer, 5, 33, 25), (other, 10, 50, 66)):
+        change(who, days, previous, score)
+    with connection.cursor() as cursor:  # the database's cascade (migration 0017), not Django's
         cursor.execute("DELETE FROM scoring_customer WHERE id = %s", [customer.pk])
-    assert not ScoreChange.objects.exists()
+    assert list(ScoreChange.objects.values_list("customer_id", flat=True)) == [other.pk]
