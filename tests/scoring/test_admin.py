@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from jobs import report
+from jobs.admin import CHOICES_MAX
 from jobs.models import JobRun, Trigger
 from jobs.runner import run_job
 from scoring.models import Appointment, CustomerScore, OfferStatus, SlotOffer, WaitlistEntry
@@ -36,6 +37,20 @@ def test_run_now_for_one_shop_scores_only_that_shop():
     run = JobRun.objects.get()
     assert (run.trigger, run.params["shop"], run.counters["total"]) == (Trigger.ADMIN, str(shop.pk), 1)
     assert CustomerScore.objects.count() == 1
+
+
+def test_with_more_shops_than_a_menu_lists_run_now_takes_the_shops_id_typed_in(django_assert_max_num_queries):
+    shops = [make.shop() for _ in range(CHOICES_MAX + 1)]
+    make.customer(shops[-1])
+    client = staff("view_jobrun", "run_job")
+    page = client.get(OVERVIEW).content.decode()
+    assert "<option" not in page and 'placeholder="all shops, or an id"' in page
+    client.post(
+        reverse("admin:jobs_run_now", args=["recompute-scores"]),
+        {"shop": str(shops[-1].pk), "csrfmiddlewaretoken": client.cookies["csrftoken"].value},
+    )
+    run = JobRun.objects.get()
+    assert (run.params["shop"], run.counters["total"]) == (str(shops[-1].pk), 1)
 
 
 @pytest.mark.parametrize("model", ["shop", "customer", "appointment", "customerscore", "waitlistentry", "slotoffer"])
