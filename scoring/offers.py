@@ -19,12 +19,32 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import BooleanField, Case, Exists, IntegerField, OuterRef, QuerySet, Value, When
+from django.db.models import (
+    BigIntegerField,
+    BooleanField,
+    Case,
+    Exists,
+    IntegerField,
+    OuterRef,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce
 
 from jobs.context import Backlog, Context, Result
 from scoring.adjustments import effective_tier_expression, today_utc
-from scoring.models import Appointment, Customer, OfferStatus, SlotOffer, Tier, WaitlistEntry
+from scoring.models import (
+    Appointment,
+    Customer,
+    ExhaustedSlot,
+    OfferStatus,
+    OfferWatermark,
+    SlotOffer,
+    Tier,
+    WaitlistEntry,
+)
 from scoring.rules import UNSCORED_RANK
 
 LOOP_COUNTERS = ("total", "offered", "exhausted", "skipped", "remaining")
@@ -35,6 +55,20 @@ MAKING_OFFERS = (482175, 1)
 Slot = Mapping[str, Any]  # id, shop_id, customer_id, starts_at, ends_at
 Match = tuple[Slot, uuid.UUID, uuid.UUID]  # a slot, and the waitlist entry and customer it goes to
 # The chosen offers whose slot, entry and customer exist, locked against deletion (see _still_there).
+# The slots found exhausted, with what the finding depends on (scoring.models.ExhaustedSlot).
+REMEMBER = """
+    INSERT INTO scoring_exhaustedslot (slot_id, changes, shop_id, customer_id, starts_at, ends_at)
+    SELECT column1, column2, column3, column4, column5, column6 FROM (VALUES {values}) AS found WHERE true
+    ON CONFLICT (slot_id) DO UPDATE SET changes = excluded.changes, shop_id = excluded.shop_id,
+        customer_id = excluded.customer_id, starts_at = excluded.starts_at, ends_at = excluded.ends_at
+"""
+REMEMBERED_AT_ONCE = 2000  # rows of 6 parameters: within SQLite's 32,766
+# The triggers that count the writes which could give a slot a candidate (migration 0017): deferred on PostgreSQL,
+# fired by a run before it looks, so that it sees its own transaction's writes (expire-offers' expiries).
+WATERMARK_TRIGGERS = (
+    "scoring_waitlist_opened", "scoring_waitlist_reopened", "scoring_offer_ended", "scoring_offer_deleted",
+    "scoring_booking_freed", "scoring_booking_deleted",
+)  # fmt: skip
 STILL_THERE = """
     SELECT chosen.slot_id
     FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[]) AS chosen (slot_id, entry_id, customer_id)
@@ -89,8 +123,13 @@ def offer_open_slots(now: datetime, *, limit: int, slots: QuerySet[Appointment])
             # Our turn, until the run commits. And no JIT for the run's transaction (set_config's `true`: SET
             # LOCAL, so it works behind a transaction pooler): the planner estimates the check of the slots
             # (_takeable) far above its cost, and compiling it used to take most of an idle run.
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s), set_config('jit', 'off', true)", MAKING_OFFERS)
-    takeable_ids, takeable_count, open_count = _takeable(slots, limit)
+            # The same round trip: this transaction's counts of writes first (see WATERMARK_TRIGGERS).
+            cursor.execute(
+                f"SET CONSTRAINTS {', '.join(WATERMARK_TRIGGERS)} IMMEDIATE; "
+                "SELECT pg_advisory_xact_lock(%s, %s), set_config('jit', 'off', true)",
+                MAKING_OFFERS,
+            )
+    takeable_ids, takeable_count, open_count = _takeable(slots, limit, now)
     batch = list(
         Appointment.objects.filter(id__in=takeable_ids)
         .order_by("starts_at", "id")
@@ -155,27 +194,76 @@ def _still_there(chosen: Sequence[Match]) -> list[Match]:
     return [match for match in chosen if {match[0]["id"], match[1], match[2]} <= there]
 
 
-def _takeable(slots: QuerySet[Appointment], limit: int) -> tuple[list[uuid.UUID], int, int]:
+def _takeable(slots: QuerySet[Appointment], limit: int, now: datetime) -> tuple[list[uuid.UUID], int, int]:
     """The first `limit` slots someone can take (time order), how many can be taken, and how many are open:
     one query, whatever the number of slots, so that a run with nothing to offer costs one query.
 
-    On PostgreSQL the check is a semi-join of the open slots (appt_cancelled_by_start: future
-    cancellations only, not the history) with the waiting customers of their shop who hold no pending
-    offer; each pair is then answered by an index: offered this slot before (offer_once_per_customer),
-    or busy at that time (appt_customer_busy: the customer's appointments ending after the slot starts).
-    Its cost grows with those pairs, not with the appointments or the offers of the past.
+    A slot found exhausted before (ExhaustedSlot) is not examined again while its shop's count of the writes
+    that could give it a candidate (OfferWatermark, kept by triggers) and the slot's own shop, customer and
+    times are those of that finding: it still counts as exhausted. The count is read in the statement that
+    examines the slots, so a write that statement did not see counts higher than the finding remembers.
+    The others are examined (see _examined); the ones found exhausted are remembered (two more queries).
+    An idle run's cost grows with the open slots (index lookups), not with the waitlist or the history.
     """
-    takeable, params = slots.order_by().filter(Exists(_eligible())).values("id", "starts_at").query.sql_with_params()
-    open_slots, more = slots.order_by().values("id").query.sql_with_params()
+    examined, params = _examined(slots).query.sql_with_params()
     with connection.cursor() as cursor:
-        cursor.execute(  # one row at least: the counts, and the first slots someone can take, if any
-            f"SELECT takeable.id, open_slots.n, COUNT(takeable.id) OVER () "
-            f"FROM (SELECT COUNT(*) AS n FROM ({open_slots}) open_slots) open_slots "
-            f"LEFT JOIN ({takeable}) takeable ON 1 = 1 ORDER BY takeable.starts_at, takeable.id LIMIT %s",
-            [*more, *params, limit],
+        cursor.execute(  # one row at least: the counts; then the slots examined, but only the first takeable ones
+            f"WITH examined AS ({examined}) "
+            "SELECT slot.id, slot.takeable, slot.changes, slot.shop_id, slot.customer_id, slot.starts_at, "
+            "slot.ends_at, counts.open, counts.takeable "
+            "FROM (SELECT COUNT(*) AS open, COUNT(CASE WHEN takeable THEN 1 END) AS takeable FROM examined) counts "
+            "LEFT JOIN (SELECT *, ROW_NUMBER() OVER (PARTITION BY takeable ORDER BY starts_at, id) AS nth "
+            "FROM examined WHERE takeable IS NOT NULL) slot ON NOT slot.takeable OR slot.nth <= %s",
+            [*params, limit],
         )
         rows = cursor.fetchall()
-    return [_uuid(slot_id) for slot_id, _, _ in rows if slot_id is not None], int(rows[0][2]), int(rows[0][1])
+    _remember([row[:7] for row in rows if row[0] is not None and not row[1]], now)
+    takeable = [_uuid(row[0]) for row in rows if row[0] is not None and row[1]]
+    return takeable, int(rows[0][8]), int(rows[0][7])
+
+
+def _examined(slots: QuerySet[Appointment]) -> QuerySet[Appointment]:
+    """The open slots, each with its shop's count of writes, and whether someone can take it: NULL for a slot
+    found exhausted at that count (and with the same shop, customer and times), not asked again.
+
+    On PostgreSQL the others are checked one by one (a subplan: the check stops at the first candidate)
+    against the waiting customers of their shop who hold no pending offer; each pair is then answered by an
+    index: offered this slot before (offer_once_per_customer), or busy at that time (appt_customer_busy).
+    """
+    changes = OfferWatermark.objects.filter(shop_id=OuterRef("shop_id")).values("changes")[:1]
+    found = ExhaustedSlot.objects.filter(
+        slot_id=OuterRef("pk"),
+        changes=OuterRef("changes"),
+        shop_id=OuterRef("shop_id"),
+        customer_id=OuterRef("customer_id"),
+        starts_at=OuterRef("starts_at"),
+        ends_at=OuterRef("ends_at"),
+    )
+    return (
+        slots.order_by()
+        .annotate(changes=Coalesce(Subquery(changes), Value(0), output_field=BigIntegerField()))
+        .annotate(
+            takeable=Case(
+                When(Exists(found), then=Value(None)), default=Exists(_eligible()), output_field=BooleanField()
+            )
+        )
+        .values("id", "takeable", "changes", "shop_id", "customer_id", "starts_at", "ends_at")
+    )
+
+
+def _remember(found: Sequence[tuple[Any, ...]], now: datetime) -> None:
+    """Remember the slots found exhausted (id, count, shop, customer, start, end, as the database sent them),
+    and forget the findings about slots that have started."""
+    if not found:
+        return
+    with connection.cursor() as cursor:
+        for start in range(0, len(found), REMEMBERED_AT_ONCE):
+            chunk = found[start : start + REMEMBERED_AT_ONCE]
+            cursor.execute(
+                REMEMBER.format(values=", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(chunk))),
+                [value for row in chunk for value in row[:1] + row[2:]],
+            )
+    ExhaustedSlot.objects.filter(starts_at__lte=now).delete()
 
 
 def _uuid(value: Any) -> uuid.UUID:
