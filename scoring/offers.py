@@ -23,6 +23,7 @@ from django.db.models import (
     BigIntegerField,
     BooleanField,
     Case,
+    Count,
     Exists,
     IntegerField,
     OuterRef,
@@ -30,6 +31,7 @@ from django.db.models import (
     Subquery,
     Value,
     When,
+    Window,
 )
 from django.db.models.functions import Coalesce
 
@@ -129,12 +131,7 @@ def offer_open_slots(now: datetime, *, limit: int, slots: QuerySet[Appointment])
                 "SELECT pg_advisory_xact_lock(%s, %s), set_config('jit', 'off', true)",
                 MAKING_OFFERS,
             )
-    takeable_ids, takeable_count, open_count = _takeable(slots, limit, now)
-    batch = list(
-        Appointment.objects.filter(id__in=takeable_ids)
-        .order_by("starts_at", "id")
-        .values("id", "shop_id", "customer_id", "starts_at", "ends_at")
-    )
+    batch, takeable_count, open_count = _takeable(slots, limit, now)
     exhausted = open_count - takeable_count
     counters = {"total": open_count, "offered": 0, "exhausted": exhausted, "skipped": 0}
     counters["remaining"] = max(takeable_count - len(batch), 0)
@@ -194,42 +191,31 @@ def _still_there(chosen: Sequence[Match]) -> list[Match]:
     return [match for match in chosen if {match[0]["id"], match[1], match[2]} <= there]
 
 
-def _takeable(slots: QuerySet[Appointment], limit: int, now: datetime) -> tuple[list[uuid.UUID], int, int]:
-    """The first `limit` slots someone can take (time order), how many can be taken, and how many are open:
-    one query, whatever the number of slots, so that a run with nothing to offer costs one query.
+def _takeable(slots: QuerySet[Appointment], limit: int, now: datetime) -> tuple[list[Slot], int, int]:
+    """The first `limit` slots someone can take (time order, their rows), how many can be taken, and how many are
+    open.
 
     A slot found exhausted before (ExhaustedSlot) is not examined again while its shop's count of the writes
     that could give it a candidate (OfferWatermark, kept by triggers) and the slot's own shop, customer and
-    times are those of that finding: it still counts as exhausted. The count is read in the statement that
-    examines the slots, so a write that statement did not see counts higher than the finding remembers.
-    The others are examined (see _examined); the ones found exhausted are remembered (two more queries).
-    An idle run's cost grows with the open slots (index lookups), not with the waitlist or the history.
+    times are those of that finding: it still counts as exhausted. So a run with nothing to offer costs one
+    query (_unsettled), which grows with the open slots (index lookups), not with the waitlist or the history.
+    The other slots are examined in a second one (_examine), and those found exhausted are remembered with the
+    count the first one read: a write it did not see counts higher. (When more slots can be taken than the run
+    returns, it does not know which of the others are exhausted, and remembers none: the next runs look again.)
     """
-    examined, params = _examined(slots).query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute(  # one row at least: the counts; then the slots examined, but only the first takeable ones
-            f"WITH examined AS ({examined}) "
-            "SELECT slot.id, slot.takeable, slot.changes, slot.shop_id, slot.customer_id, slot.starts_at, "
-            "slot.ends_at, counts.open, counts.takeable "
-            "FROM (SELECT COUNT(*) AS open, COUNT(CASE WHEN takeable THEN 1 END) AS takeable FROM examined) counts "
-            "LEFT JOIN (SELECT *, ROW_NUMBER() OVER (PARTITION BY takeable ORDER BY starts_at, id) AS nth "
-            "FROM examined WHERE takeable IS NOT NULL) slot ON NOT slot.takeable OR slot.nth <= %s",
-            [*params, limit],
-        )
-        rows = cursor.fetchall()
-    _remember([row[:7] for row in rows if row[0] is not None and not row[1]], now)
-    takeable = [_uuid(row[0]) for row in rows if row[0] is not None and row[1]]
-    return takeable, int(rows[0][8]), int(rows[0][7])
+    unsettled, open_count = _unsettled(slots)
+    if not unsettled:
+        return [], 0, open_count
+    takeable, takeable_count = _examine(slots.filter(id__in=[_uuid(row[0]) for row in unsettled]), limit)
+    if len(takeable) == takeable_count:
+        seen = {slot["id"] for slot in takeable}
+        _remember([row for row in unsettled if _uuid(row[0]) not in seen], now)
+    return takeable, takeable_count, open_count
 
 
-def _examined(slots: QuerySet[Appointment]) -> QuerySet[Appointment]:
-    """The open slots, each with its shop's count of writes, and whether someone can take it: NULL for a slot
-    found exhausted at that count (and with the same shop, customer and times), not asked again.
-
-    On PostgreSQL the others are checked one by one (a subplan: the check stops at the first candidate)
-    against the waiting customers of their shop who hold no pending offer; each pair is then answered by an
-    index: offered this slot before (offer_once_per_customer), or busy at that time (appt_customer_busy).
-    """
+def _unsettled(slots: QuerySet[Appointment]) -> tuple[list[tuple[Any, ...]], int]:
+    """The open slots not found exhausted at their shop's current count, with what a finding would depend on
+    (id, count, shop, customer, start, end, as the database sends them), and how many slots are open."""
     changes = OfferWatermark.objects.filter(shop_id=OuterRef("shop_id")).values("changes")[:1]
     found = ExhaustedSlot.objects.filter(
         slot_id=OuterRef("pk"),
@@ -239,16 +225,39 @@ def _examined(slots: QuerySet[Appointment]) -> QuerySet[Appointment]:
         starts_at=OuterRef("starts_at"),
         ends_at=OuterRef("ends_at"),
     )
-    return (
+    unsettled, params = (
         slots.order_by()
         .annotate(changes=Coalesce(Subquery(changes), Value(0), output_field=BigIntegerField()))
-        .annotate(
-            takeable=Case(
-                When(Exists(found), then=Value(None)), default=Exists(_eligible()), output_field=BooleanField()
-            )
-        )
-        .values("id", "takeable", "changes", "shop_id", "customer_id", "starts_at", "ends_at")
+        .filter(~Exists(found))
+        .values("id", "changes", "shop_id", "customer_id", "starts_at", "ends_at")
+        .query.sql_with_params()
     )
+    open_slots, more = slots.order_by().values("id").query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(  # one row at least: the count, and the slots to examine, if any
+            f"SELECT unsettled.*, open_slots.n FROM (SELECT COUNT(*) AS n FROM ({open_slots}) open_slots) open_slots "
+            f"LEFT JOIN ({unsettled}) unsettled ON 1 = 1",
+            [*more, *params],
+        )
+        rows = cursor.fetchall()
+    return [row[:6] for row in rows if row[0] is not None], int(rows[0][6])
+
+
+def _examine(slots: QuerySet[Appointment], limit: int) -> tuple[list[Slot], int]:
+    """The first `limit` of `slots` someone can take (time order), and how many can be taken: one query.
+
+    On PostgreSQL the check is a semi-join of the slots with the waiting customers of their shop who hold no
+    pending offer; each pair is then answered by an index: offered this slot before (offer_once_per_customer),
+    or busy at that time (appt_customer_busy: the customer's appointments ending after the slot starts).
+    """
+    takeable = (
+        slots.filter(Exists(_eligible()))
+        .annotate(how_many=Window(Count("*")))  # before the LIMIT: all the slots someone can take
+        .order_by("starts_at", "id")
+        .values("id", "shop_id", "customer_id", "starts_at", "ends_at", "how_many")[:limit]
+    )
+    rows = list(takeable)
+    return rows, rows[0]["how_many"] if rows else 0
 
 
 def _remember(found: Sequence[tuple[Any, ...]], now: datetime) -> None:
@@ -261,7 +270,7 @@ def _remember(found: Sequence[tuple[Any, ...]], now: datetime) -> None:
             chunk = found[start : start + REMEMBERED_AT_ONCE]
             cursor.execute(
                 REMEMBER.format(values=", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(chunk))),
-                [value for row in chunk for value in row[:1] + row[2:]],
+                [value for row in chunk for value in row],
             )
     ExhaustedSlot.objects.filter(starts_at__lte=now).delete()
 

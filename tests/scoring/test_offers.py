@@ -134,7 +134,7 @@ def test_a_run_with_nothing_to_offer_makes_one_query_for_all_its_slots(slots, on
     nothing_to_offer(slots)
     turn = 1 if on_postgres else 0  # PostgreSQL: the offer-making turn, with JIT off, in the same query
     idle = {"total": slots, "offered": 0, "exhausted": slots, "skipped": 0, "remaining": 0, "errors": []}
-    with django_assert_num_queries(turn + 1 + 2):  # the first run remembers the slots it found exhausted
+    with django_assert_num_queries(turn + 1 + 3):  # the first run examines them, and remembers what it found
         assert offer_loop(now=NOW) == idle
     with django_assert_num_queries(turn + 1):
         assert offer_loop(now=NOW) == idle
