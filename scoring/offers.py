@@ -59,12 +59,13 @@ Match = tuple[Slot, uuid.UUID, uuid.UUID]  # a slot, and the waitlist entry and 
 # The chosen offers whose slot, entry and customer exist, locked against deletion (see _still_there).
 # The slots found exhausted, with what the finding depends on (scoring.models.ExhaustedSlot).
 REMEMBER = """
-    INSERT INTO scoring_exhaustedslot (slot_id, changes, shop_id, customer_id, starts_at, ends_at)
-    SELECT column1, column2, column3, column4, column5, column6 FROM (VALUES {values}) AS found WHERE true
+    INSERT INTO scoring_exhaustedslot (slot_id, changes, shop_id, customer_id, starts_at, ends_at, cancelled_at)
+    SELECT column1, column2, column3, column4, column5, column6, column7 FROM (VALUES {values}) AS found WHERE true
     ON CONFLICT (slot_id) DO UPDATE SET changes = excluded.changes, shop_id = excluded.shop_id,
-        customer_id = excluded.customer_id, starts_at = excluded.starts_at, ends_at = excluded.ends_at
+        customer_id = excluded.customer_id, starts_at = excluded.starts_at, ends_at = excluded.ends_at,
+        cancelled_at = excluded.cancelled_at
 """
-REMEMBERED_AT_ONCE = 2000  # rows of 6 parameters: within SQLite's 32,766
+REMEMBERED_AT_ONCE = 2000  # rows of 7 parameters: within SQLite's 32,766
 # The triggers that count the writes which could give a slot a candidate (migration 0017): deferred on PostgreSQL,
 # fired by a run before it looks, so that it sees its own transaction's writes (expire-offers' expiries).
 WATERMARK_TRIGGERS = (
@@ -196,8 +197,8 @@ def _takeable(slots: QuerySet[Appointment], limit: int, now: datetime) -> tuple[
     open.
 
     A slot found exhausted before (ExhaustedSlot) is not examined again while its shop's count of the writes
-    that could give it a candidate (OfferWatermark, kept by triggers) and the slot's own shop, customer and
-    times are those of that finding: it still counts as exhausted. So a run with nothing to offer costs one
+    that could give it a candidate (OfferWatermark, kept by triggers) and the slot's own shop, customer, times
+    and cancellation are those of that finding: it still counts as exhausted. So a run with nothing to offer costs one
     query (_unsettled), which grows with the open slots (index lookups), not with the waitlist or the history.
     The other slots are examined in a second one (_examine), and those found exhausted are remembered with the
     count the first one read: a write it did not see counts higher. (When more slots can be taken than the run
@@ -215,7 +216,7 @@ def _takeable(slots: QuerySet[Appointment], limit: int, now: datetime) -> tuple[
 
 def _unsettled(slots: QuerySet[Appointment]) -> tuple[list[tuple[Any, ...]], int]:
     """The open slots not found exhausted at their shop's current count, with what a finding would depend on
-    (id, count, shop, customer, start, end, as the database sends them), and how many slots are open."""
+    (id, count, shop, customer, start, end, cancellation, as the database sends them), and how many are open."""
     changes = OfferWatermark.objects.filter(shop_id=OuterRef("shop_id")).values("changes")[:1]
     found = ExhaustedSlot.objects.filter(
         slot_id=OuterRef("pk"),
@@ -224,12 +225,13 @@ def _unsettled(slots: QuerySet[Appointment]) -> tuple[list[tuple[Any, ...]], int
         customer_id=OuterRef("customer_id"),
         starts_at=OuterRef("starts_at"),
         ends_at=OuterRef("ends_at"),
+        cancelled_at=OuterRef("cancelled_at"),
     )
     unsettled, params = (
         slots.order_by()
         .annotate(changes=Coalesce(Subquery(changes), Value(0), output_field=BigIntegerField()))
         .filter(~Exists(found))
-        .values("id", "changes", "shop_id", "customer_id", "starts_at", "ends_at")
+        .values("id", "changes", "shop_id", "customer_id", "starts_at", "ends_at", "cancelled_at")
         .query.sql_with_params()
     )
     open_slots, more = slots.order_by().values("id").query.sql_with_params()
@@ -240,7 +242,7 @@ def _unsettled(slots: QuerySet[Appointment]) -> tuple[list[tuple[Any, ...]], int
             [*more, *params],
         )
         rows = cursor.fetchall()
-    return [row[:6] for row in rows if row[0] is not None], int(rows[0][6])
+    return [row[:7] for row in rows if row[0] is not None], int(rows[0][7])
 
 
 def _examine(slots: QuerySet[Appointment], limit: int) -> tuple[list[Slot], int]:
@@ -256,20 +258,20 @@ def _examine(slots: QuerySet[Appointment], limit: int) -> tuple[list[Slot], int]
         .order_by("starts_at", "id")
         .values("id", "shop_id", "customer_id", "starts_at", "ends_at", "how_many")[:limit]
     )
-    rows = list(takeable)
-    return rows, rows[0]["how_many"] if rows else 0
+    rows: list[Slot] = list(takeable)
+    return rows, int(rows[0]["how_many"]) if rows else 0
 
 
 def _remember(found: Sequence[tuple[Any, ...]], now: datetime) -> None:
-    """Remember the slots found exhausted (id, count, shop, customer, start, end, as the database sent them),
-    and forget the findings about slots that have started."""
+    """Remember the slots found exhausted (id, count, shop, customer, start, end, cancellation, as the database
+    sent them), and forget the findings about slots that have started."""
     if not found:
         return
     with connection.cursor() as cursor:
         for start in range(0, len(found), REMEMBERED_AT_ONCE):
             chunk = found[start : start + REMEMBERED_AT_ONCE]
             cursor.execute(
-                REMEMBER.format(values=", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(chunk))),
+                REMEMBER.format(values=", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(chunk))),
                 [value for row in chunk for value in row],
             )
     ExhaustedSlot.objects.filter(starts_at__lte=now).delete()

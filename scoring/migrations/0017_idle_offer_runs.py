@@ -5,8 +5,10 @@ could give it a candidate (OfferWatermark), kept by triggers whoever writes, on 
 
 - a waitlist entry opened at a shop (inserted open, reopened, or moved to another shop or customer): that shop;
 - a pending offer ended (answered, expired, withdrawn), an offer deleted (its customer may be offered that slot
-  again) or moved to another slot or customer; a live appointment cancelled, moved, given to another customer or
-  deleted: every shop where its (old) customer waits.
+  again) or moved to another slot or customer: every shop where its (old) customer waits, and its slot's shop (the
+  slot may be open again);
+- a live appointment cancelled, moved, given to another customer or deleted: every shop where its (old) customer
+  waits.
 
 On PostgreSQL the triggers are deferred constraint triggers: the counts' rows are locked at commit, after every
 other lock the transaction takes, so that a writer that also locks offers or slots (an answer, expire-offers)
@@ -23,6 +25,12 @@ BEGIN
     IF TG_TABLE_NAME = 'scoring_waitlistentry' THEN  -- someone (again) waits at NEW's shop
         INSERT INTO scoring_offerwatermark AS w (shop_id, changes) VALUES (NEW.shop_id, 1)
             ON CONFLICT (shop_id) DO UPDATE SET changes = w.changes + 1;
+    ELSIF TG_TABLE_NAME = 'scoring_slotoffer' THEN  -- OLD's customer may be free, and OLD's slot open again
+        INSERT INTO scoring_offerwatermark AS w (shop_id, changes)
+            SELECT shop_id, 1 FROM scoring_waitlistentry WHERE customer_id = OLD.customer_id AND closed_at IS NULL
+            UNION SELECT shop_id, 1 FROM scoring_appointment WHERE id = OLD.slot_id
+            ORDER BY shop_id
+            ON CONFLICT (shop_id) DO UPDATE SET changes = w.changes + 1;
     ELSE  -- OLD's customer may be free for a slot, wherever they wait
         INSERT INTO scoring_offerwatermark AS w (shop_id, changes)
             SELECT shop_id, 1 FROM scoring_waitlistentry WHERE customer_id = OLD.customer_id AND closed_at IS NULL
@@ -37,22 +45,23 @@ BEGIN
     RETURN NULL;
 END $$;
 """
-# name, table, event, condition (None: every row; SQLite reads IS DISTINCT FROM as IS NOT)
+# name, table, event (an UPDATE only of the columns named: resolve-outcomes' never fires one), condition (None:
+# every row; SQLite's IS NOT for IS DISTINCT FROM)
 TRIGGERS = [
     ("scoring_waitlist_opened", "scoring_waitlistentry", "INSERT", "NEW.closed_at IS NULL"),
     (
-        "scoring_waitlist_reopened", "scoring_waitlistentry", "UPDATE",
+        "scoring_waitlist_reopened", "scoring_waitlistentry", "UPDATE OF closed_at, shop_id, customer_id",
         "NEW.closed_at IS NULL AND (OLD.closed_at IS NOT NULL OR OLD.shop_id IS DISTINCT FROM NEW.shop_id"
         " OR OLD.customer_id IS DISTINCT FROM NEW.customer_id)",
     ),
     (
-        "scoring_offer_ended", "scoring_slotoffer", "UPDATE",
+        "scoring_offer_ended", "scoring_slotoffer", "UPDATE OF status, customer_id, slot_id",
         "(OLD.status = 'pending' AND NEW.status <> 'pending') OR OLD.customer_id IS DISTINCT FROM NEW.customer_id"
         " OR OLD.slot_id IS DISTINCT FROM NEW.slot_id",
     ),
     ("scoring_offer_deleted", "scoring_slotoffer", "DELETE", None),
     (
-        "scoring_booking_freed", "scoring_appointment", "UPDATE",
+        "scoring_booking_freed", "scoring_appointment", "UPDATE OF cancelled_at, starts_at, ends_at, customer_id",
         "OLD.cancelled_at IS NULL AND (NEW.cancelled_at IS NOT NULL OR OLD.starts_at IS DISTINCT FROM NEW.starts_at"
         " OR OLD.ends_at IS DISTINCT FROM NEW.ends_at OR OLD.customer_id IS DISTINCT FROM NEW.customer_id)",
     ),
@@ -67,10 +76,11 @@ def _sqlite_body(table: str) -> str:
             "INSERT INTO scoring_offerwatermark (shop_id, changes) VALUES (NEW.shop_id, 1)"
             " ON CONFLICT (shop_id) DO UPDATE SET changes = changes + 1;"
         )
+    slot = " UNION SELECT shop_id, 1 FROM scoring_appointment WHERE id = OLD.slot_id" if table == "scoring_slotoffer" else ""
     return (
         "INSERT INTO scoring_offerwatermark (shop_id, changes)"
         " SELECT shop_id, 1 FROM scoring_waitlistentry WHERE customer_id = OLD.customer_id AND closed_at IS NULL"
-        " ON CONFLICT (shop_id) DO UPDATE SET changes = changes + 1;"
+        f"{slot} ON CONFLICT (shop_id) DO UPDATE SET changes = changes + 1;"
     )
 
 
@@ -129,6 +139,7 @@ class Migration(migrations.Migration):
                 ('customer_id', models.UUIDField()),
                 ('starts_at', models.DateTimeField()),
                 ('ends_at', models.DateTimeField()),
+                ('cancelled_at', models.DateTimeField()),
             ],
         ),
         migrations.CreateModel(

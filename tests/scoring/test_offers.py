@@ -628,3 +628,42 @@ def test_on_sqlite_no_delete_comes_between_the_runs_check_and_its_insert(on_post
         run = run_job("offer-loop", trigger=Trigger.CLI)
     assert refused == ["database is locked"]  # the run holds the write lock from its check to its insert
     assert run.status == Status.SUCCEEDED and run.counters["offered"] == 2, run.errors
+
+
+def an_offer_elsewhere(slot) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    """Staff offer the slot by hand to someone who does not wait there; then that offer is declined."""
+    someone = make.customer(slot.shop, "not waiting")
+
+    def offer() -> None:
+        SlotOffer.objects.create(slot=slot, customer=someone, offered_at=NOW, expires_at=NOW + timedelta(minutes=15))
+
+    return offer, lambda: SlotOffer.objects.filter(slot=slot).update(status=OfferStatus.DECLINED, responded_at=NOW)
+
+
+def an_undone_cancellation(slot) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    """Staff undo the slot's cancellation; then cancel it again."""
+    rows = Appointment.objects.filter(pk=slot.pk)
+    return lambda: rows.update(cancelled_at=None), lambda: rows.update(cancelled_at=NOW)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("closed", [an_offer_elsewhere, an_undone_cancellation])
+def test_a_slot_no_longer_open_when_examined_is_examined_again_once_it_reopens(closed):
+    """Between the run's first look (the slots not found exhausted) and its examination, the slot stops being
+    open: the run remembers it as exhausted, unexamined. Once it is open again, the next run offers it."""
+    shop = make.shop()
+    slot = freed_slot(shop)
+    waiting(shop, "candidate")
+    close, reopen = closed(slot)
+    seen: dict[str, Background] = {}
+
+    def close_elsewhere() -> None:
+        seen["staff"] = elsewhere(close)
+
+    with connection.execute_wrapper(AtQuery("scoring_exhaustedslot", close_elsewhere, after=True)):
+        assert offer_loop(now=NOW)["offered"] == 0
+    assert seen["staff"].error is None
+    assert ExhaustedSlot.objects.filter(slot_id=slot.pk).exists()
+    reopen()
+    assert offer_loop(now=NOW)["offered"] == 1
+    assert slot.offers.get(status=OfferStatus.PENDING).customer.name == "candidate"
