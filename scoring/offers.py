@@ -20,7 +20,6 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import (
-    BigIntegerField,
     BooleanField,
     Case,
     Count,
@@ -28,7 +27,6 @@ from django.db.models import (
     IntegerField,
     OuterRef,
     QuerySet,
-    Subquery,
     Value,
     When,
     Window,
@@ -42,7 +40,6 @@ from scoring.models import (
     Customer,
     ExhaustedSlot,
     OfferStatus,
-    OfferWatermark,
     SlotOffer,
     Tier,
     WaitlistEntry,
@@ -57,6 +54,22 @@ MAKING_OFFERS = (482175, 1)
 Slot = Mapping[str, Any]  # id, shop_id, customer_id, starts_at, ends_at
 Match = tuple[Slot, uuid.UUID, uuid.UUID]  # a slot, and the waitlist entry and customer it goes to
 # The chosen offers whose slot, entry and customer exist, locked against deletion (see _still_there).
+# One row at least: how many slots are open, and those not found exhausted at their shop's count, if any (_unsettled).
+UNSETTLED = """
+    WITH open_slots AS ({open_slots})
+    SELECT unsettled.*, counted.n FROM (SELECT COUNT(*) AS n FROM open_slots) counted LEFT JOIN (
+        SELECT slot.id, COALESCE(shop.changes, 0) AS changes, slot.shop_id, slot.customer_id, slot.starts_at,
+               slot.ends_at, slot.cancelled_at
+        FROM open_slots slot LEFT JOIN scoring_offerwatermark shop ON shop.shop_id = slot.shop_id
+        WHERE NOT EXISTS (
+            SELECT 1 FROM scoring_exhaustedslot found
+            WHERE found.slot_id = slot.id AND found.changes = COALESCE(shop.changes, 0)
+              AND found.shop_id = slot.shop_id AND found.customer_id = slot.customer_id
+              AND found.starts_at = slot.starts_at AND found.ends_at = slot.ends_at
+              AND found.cancelled_at = slot.cancelled_at
+        )
+    ) unsettled ON 1 = 1
+"""
 # The slots found exhausted, with what the finding depends on (scoring.models.ExhaustedSlot).
 REMEMBER = """
     INSERT INTO scoring_exhaustedslot (slot_id, changes, shop_id, customer_id, starts_at, ends_at, cancelled_at)
@@ -216,31 +229,14 @@ def _takeable(slots: QuerySet[Appointment], limit: int, now: datetime) -> tuple[
 
 def _unsettled(slots: QuerySet[Appointment]) -> tuple[list[tuple[Any, ...]], int]:
     """The open slots not found exhausted at their shop's current count, with what a finding would depend on
-    (id, count, shop, customer, start, end, cancellation, as the database sends them), and how many are open."""
-    changes = OfferWatermark.objects.filter(shop_id=OuterRef("shop_id")).values("changes")[:1]
-    found = ExhaustedSlot.objects.filter(
-        slot_id=OuterRef("pk"),
-        changes=OuterRef("changes"),
-        shop_id=OuterRef("shop_id"),
-        customer_id=OuterRef("customer_id"),
-        starts_at=OuterRef("starts_at"),
-        ends_at=OuterRef("ends_at"),
-        cancelled_at=OuterRef("cancelled_at"),
-    )
-    unsettled, params = (
-        slots.order_by()
-        .annotate(changes=Coalesce(Subquery(changes), Value(0), output_field=BigIntegerField()))
-        .filter(~Exists(found))
-        .values("id", "changes", "shop_id", "customer_id", "starts_at", "ends_at", "cancelled_at")
-        .query.sql_with_params()
-    )
-    open_slots, more = slots.order_by().values("id").query.sql_with_params()
+    (id, count, shop, customer, start, end, cancellation, as the database sends them), and how many are open.
+
+    One scan of the open slots (appt_cancelled_by_start), joined with the counts of their shops and with the
+    findings by key."""
+    fields = ("id", "shop_id", "customer_id", "starts_at", "ends_at", "cancelled_at")
+    open_slots, params = slots.order_by().values(*fields).query.sql_with_params()
     with connection.cursor() as cursor:
-        cursor.execute(  # one row at least: the count, and the slots to examine, if any
-            f"SELECT unsettled.*, open_slots.n FROM (SELECT COUNT(*) AS n FROM ({open_slots}) open_slots) open_slots "
-            f"LEFT JOIN ({unsettled}) unsettled ON 1 = 1",
-            [*more, *params],
-        )
+        cursor.execute(UNSETTLED.format(open_slots=open_slots), params)
         rows = cursor.fetchall()
     return [row[:7] for row in rows if row[0] is not None], int(rows[0][7])
 
