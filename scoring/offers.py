@@ -236,7 +236,7 @@ def _unsettled(slots: QuerySet[Appointment]) -> tuple[list[tuple[Any, ...]], int
     fields = ("id", "shop_id", "customer_id", "starts_at", "ends_at", "cancelled_at")
     open_slots, params = slots.order_by().values(*fields).query.sql_with_params()
     with connection.cursor() as cursor:
-        cursor.execute(UNSETTLED.format(open_slots=open_slots), params)
+        cursor.execute(UNSETTLED.replace("{open_slots}", open_slots), params)
         rows = cursor.fetchall()
     return [row[:7] for row in rows if row[0] is not None], int(rows[0][7])
 
