@@ -71,14 +71,19 @@ UNSETTLED = """
     ) unsettled ON 1 = 1
 """
 # The slots found exhausted, with what the finding depends on (scoring.models.ExhaustedSlot).
+# PostgreSQL: one row per element of seven arrays; SQLite: one row per parameter set (executemany).
 REMEMBER = """
     INSERT INTO scoring_exhaustedslot (slot_id, changes, shop_id, customer_id, starts_at, ends_at, cancelled_at)
-    SELECT column1, column2, column3, column4, column5, column6, column7 FROM (VALUES {values}) AS found WHERE true
+    {rows}
     ON CONFLICT (slot_id) DO UPDATE SET changes = excluded.changes, shop_id = excluded.shop_id,
         customer_id = excluded.customer_id, starts_at = excluded.starts_at, ends_at = excluded.ends_at,
         cancelled_at = excluded.cancelled_at
 """
-REMEMBERED_AT_ONCE = 2000  # rows of 7 parameters: within SQLite's 32,766
+REMEMBERED_ROWS = {
+    "postgresql": "SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::uuid[], %s::uuid[], %s::timestamptz[], "
+    "%s::timestamptz[], %s::timestamptz[])",
+    "sqlite": "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+}
 # The triggers that count the writes which could give a slot a candidate (migration 0017): deferred on PostgreSQL,
 # fired by a run before it looks, so that it sees its own transaction's writes (expire-offers' expiries).
 WATERMARK_TRIGGERS = (
@@ -263,13 +268,12 @@ def _remember(found: Sequence[tuple[Any, ...]], now: datetime) -> None:
     sent them), and forget the findings about slots that have started."""
     if not found:
         return
+    remember = REMEMBER.format(rows=REMEMBERED_ROWS[connection.vendor])
     with connection.cursor() as cursor:
-        for start in range(0, len(found), REMEMBERED_AT_ONCE):
-            chunk = found[start : start + REMEMBERED_AT_ONCE]
-            cursor.execute(
-                REMEMBER.format(values=", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(chunk))),
-                [value for row in chunk for value in row],
-            )
+        if connection.vendor == "postgresql":
+            cursor.execute(remember, [list(column) for column in zip(*found, strict=True)])
+        else:
+            cursor.executemany(remember, found)
     ExhaustedSlot.objects.filter(starts_at__lte=now).delete()
 
 
