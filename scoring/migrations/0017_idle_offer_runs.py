@@ -67,7 +67,9 @@ TRIGGERS = [
     ),
     ("scoring_booking_deleted", "scoring_appointment", "DELETE", "OLD.cancelled_at IS NULL"),
 ]  # fmt: skip
-FORGETTING = ["scoring_appointment", "scoring_slotoffer", "scoring_waitlistentry"]  # TRUNCATE (PostgreSQL)
+# A TRUNCATE of these (PostgreSQL) forgets every finding: of a table a finding depends on, or of the counts (which
+# would start again from 0 and could meet a finding's count again).
+FORGETTING = ["scoring_appointment", "scoring_slotoffer", "scoring_waitlistentry", "scoring_offerwatermark"]
 
 
 def _sqlite_body(table: str) -> str:

@@ -258,6 +258,17 @@ def test_the_slots_a_run_found_exhausted_are_forgotten_once_they_start():
     assert set(ExhaustedSlot.objects.values_list("slot_id", flat=True)) == {later.pk, new.pk}
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("table", ["scoring_slotoffer", "scoring_waitlistentry", "scoring_offerwatermark"])
+def test_a_truncate_of_a_table_the_findings_depend_on_forgets_them(table):
+    freed_slot(make.shop())
+    offer_loop(now=NOW)
+    assert ExhaustedSlot.objects.exists()
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {table} CASCADE")
+    assert not ExhaustedSlot.objects.exists()
+
+
 def test_the_deferred_triggers_a_run_fires_first_are_the_databases(on_postgres):
     if not on_postgres:
         pytest.skip("SQLite's triggers are immediate")
