@@ -367,6 +367,37 @@ class SlotOffer(models.Model):
         return f"{self.slot} offered to {self.customer} ({self.status})"
 
 
+class OfferWatermark(models.Model):
+    """Per shop, how many writes so far could have given one of its open slots a candidate: a customer starting
+    (again) to wait there; a customer waiting there freed of a pending offer, of an offer made before (deleted)
+    or of an appointment (cancelled, moved, deleted); one of its slots open again (its live offer ended).
+    Counted by database triggers whoever writes (migration 0018), so that an offer run examines again a slot
+    it found exhausted only when its shop's count moved."""
+
+    shop_id = models.UUIDField(primary_key=True)
+    changes = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.shop_id}: {self.changes}"
+
+
+class ExhaustedSlot(models.Model):
+    """An open slot an offer run found nobody could take, and what that finding depends on: its shop's
+    OfferWatermark count read in the same statement, and the slot's own shop, customer, times and cancellation.
+    While all of them are unchanged, nobody can take it (scoring.offers._takeable)."""
+
+    slot_id = models.UUIDField(primary_key=True)
+    changes = models.BigIntegerField()
+    shop_id = models.UUIDField()
+    customer_id = models.UUIDField()
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    cancelled_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.slot_id} exhausted at {self.changes}"
+
+
 class Requirement(models.TextChoices):
     """What a shop asks of a customer before an online booking (scoring.policy); the booking or payment platform
     does the asking."""

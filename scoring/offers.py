@@ -19,12 +19,31 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import BooleanField, Case, Exists, IntegerField, OuterRef, QuerySet, Value, When
+from django.db.models import (
+    BooleanField,
+    Case,
+    Count,
+    Exists,
+    IntegerField,
+    OuterRef,
+    QuerySet,
+    Value,
+    When,
+    Window,
+)
 from django.db.models.functions import Coalesce
 
 from jobs.context import Backlog, Context, Result
 from scoring.adjustments import effective_tier_expression, today_utc
-from scoring.models import Appointment, Customer, OfferStatus, SlotOffer, Tier, WaitlistEntry
+from scoring.models import (
+    Appointment,
+    Customer,
+    ExhaustedSlot,
+    OfferStatus,
+    SlotOffer,
+    Tier,
+    WaitlistEntry,
+)
 from scoring.rules import UNSCORED_RANK
 
 LOOP_COUNTERS = ("total", "offered", "exhausted", "skipped", "remaining")
@@ -35,6 +54,42 @@ MAKING_OFFERS = (482175, 1)
 Slot = Mapping[str, Any]  # id, shop_id, customer_id, starts_at, ends_at
 Match = tuple[Slot, uuid.UUID, uuid.UUID]  # a slot, and the waitlist entry and customer it goes to
 # The chosen offers whose slot, entry and customer exist, locked against deletion (see _still_there).
+# One row at least: how many slots are open, and those not found exhausted at their shop's count, if any (_unsettled).
+UNSETTLED = """
+    WITH open_slots AS ({open_slots})
+    SELECT unsettled.*, counted.n FROM (SELECT COUNT(*) AS n FROM open_slots) counted LEFT JOIN (
+        SELECT slot.id, COALESCE(shop.changes, 0) AS changes, slot.shop_id, slot.customer_id, slot.starts_at,
+               slot.ends_at, slot.cancelled_at
+        FROM open_slots slot LEFT JOIN scoring_offerwatermark shop ON shop.shop_id = slot.shop_id
+        WHERE NOT EXISTS (
+            SELECT 1 FROM scoring_exhaustedslot found
+            WHERE found.slot_id = slot.id AND found.changes = COALESCE(shop.changes, 0)
+              AND found.shop_id = slot.shop_id AND found.customer_id = slot.customer_id
+              AND found.starts_at = slot.starts_at AND found.ends_at = slot.ends_at
+              AND found.cancelled_at = slot.cancelled_at
+        )
+    ) unsettled ON 1 = 1
+"""
+# The slots found exhausted, with what the finding depends on (scoring.models.ExhaustedSlot).
+# PostgreSQL: one row per element of seven arrays; SQLite: one row per parameter set (executemany).
+REMEMBER = """
+    INSERT INTO scoring_exhaustedslot (slot_id, changes, shop_id, customer_id, starts_at, ends_at, cancelled_at)
+    {rows}
+    ON CONFLICT (slot_id) DO UPDATE SET changes = excluded.changes, shop_id = excluded.shop_id,
+        customer_id = excluded.customer_id, starts_at = excluded.starts_at, ends_at = excluded.ends_at,
+        cancelled_at = excluded.cancelled_at
+"""
+REMEMBERED_ROWS = {
+    "postgresql": "SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::uuid[], %s::uuid[], %s::timestamptz[], "
+    "%s::timestamptz[], %s::timestamptz[])",
+    "sqlite": "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+}
+# The triggers that count the writes which could give a slot a candidate (migration 0018): deferred on PostgreSQL,
+# fired by a run before it looks, so that it sees its own transaction's writes (expire-offers' expiries).
+WATERMARK_TRIGGERS = (
+    "scoring_waitlist_opened", "scoring_waitlist_reopened", "scoring_offer_ended", "scoring_offer_deleted",
+    "scoring_booking_freed", "scoring_booking_deleted",
+)  # fmt: skip
 STILL_THERE = """
     SELECT chosen.slot_id
     FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[]) AS chosen (slot_id, entry_id, customer_id)
@@ -89,13 +144,13 @@ def offer_open_slots(now: datetime, *, limit: int, slots: QuerySet[Appointment])
             # Our turn, until the run commits. And no JIT for the run's transaction (set_config's `true`: SET
             # LOCAL, so it works behind a transaction pooler): the planner estimates the check of the slots
             # (_takeable) far above its cost, and compiling it used to take most of an idle run.
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s), set_config('jit', 'off', true)", MAKING_OFFERS)
-    takeable_ids, takeable_count, open_count = _takeable(slots, limit)
-    batch = list(
-        Appointment.objects.filter(id__in=takeable_ids)
-        .order_by("starts_at", "id")
-        .values("id", "shop_id", "customer_id", "starts_at", "ends_at")
-    )
+            # The same round trip: this transaction's counts of writes first (see WATERMARK_TRIGGERS).
+            cursor.execute(
+                f"SET CONSTRAINTS {', '.join(WATERMARK_TRIGGERS)} IMMEDIATE; "
+                "SELECT pg_advisory_xact_lock(%s, %s), set_config('jit', 'off', true)",
+                MAKING_OFFERS,
+            )
+    batch, takeable_count, open_count = _takeable(slots, limit, now)
     exhausted = open_count - takeable_count
     counters = {"total": open_count, "offered": 0, "exhausted": exhausted, "skipped": 0}
     counters["remaining"] = max(takeable_count - len(batch), 0)
@@ -155,27 +210,71 @@ def _still_there(chosen: Sequence[Match]) -> list[Match]:
     return [match for match in chosen if {match[0]["id"], match[1], match[2]} <= there]
 
 
-def _takeable(slots: QuerySet[Appointment], limit: int) -> tuple[list[uuid.UUID], int, int]:
-    """The first `limit` slots someone can take (time order), how many can be taken, and how many are open:
-    one query, whatever the number of slots, so that a run with nothing to offer costs one query.
+def _takeable(slots: QuerySet[Appointment], limit: int, now: datetime) -> tuple[list[Slot], int, int]:
+    """The first `limit` slots someone can take (time order, their rows), how many can be taken, and how many are
+    open.
 
-    On PostgreSQL the check is a semi-join of the open slots (appt_cancelled_by_start: future
-    cancellations only, not the history) with the waiting customers of their shop who hold no pending
-    offer; each pair is then answered by an index: offered this slot before (offer_once_per_customer),
-    or busy at that time (appt_customer_busy: the customer's appointments ending after the slot starts).
-    Its cost grows with those pairs, not with the appointments or the offers of the past.
+    A slot found exhausted before (ExhaustedSlot) is not examined again while its shop's count of the writes
+    that could give it a candidate (OfferWatermark, kept by triggers) and the slot's own shop, customer, times
+    and cancellation are those of that finding: it still counts as exhausted. So a run with nothing to offer costs one
+    query (_unsettled), which grows with the open slots (index lookups), not with the waitlist or the history.
+    The other slots are examined in a second one (_examine), and those found exhausted are remembered with the
+    count the first one read: a write it did not see counts higher. (When more slots can be taken than the run
+    returns, it does not know which of the others are exhausted, and remembers none: the next runs look again.)
     """
-    takeable, params = slots.order_by().filter(Exists(_eligible())).values("id", "starts_at").query.sql_with_params()
-    open_slots, more = slots.order_by().values("id").query.sql_with_params()
+    unsettled, open_count = _unsettled(slots)
+    if not unsettled:
+        return [], 0, open_count
+    takeable, takeable_count = _examine(slots.filter(id__in=[_uuid(row[0]) for row in unsettled]), limit)
+    if len(takeable) == takeable_count:
+        seen = {slot["id"] for slot in takeable}
+        _remember([row for row in unsettled if _uuid(row[0]) not in seen], now)
+    return takeable, takeable_count, open_count
+
+
+def _unsettled(slots: QuerySet[Appointment]) -> tuple[list[tuple[Any, ...]], int]:
+    """The open slots not found exhausted at their shop's current count, with what a finding would depend on
+    (id, count, shop, customer, start, end, cancellation, as the database sends them), and how many are open.
+
+    One scan of the open slots (appt_cancelled_by_start), joined with the counts of their shops and with the
+    findings by key."""
+    fields = ("id", "shop_id", "customer_id", "starts_at", "ends_at", "cancelled_at")
+    open_slots, params = slots.order_by().values(*fields).query.sql_with_params()
     with connection.cursor() as cursor:
-        cursor.execute(  # one row at least: the counts, and the first slots someone can take, if any
-            f"SELECT takeable.id, open_slots.n, COUNT(takeable.id) OVER () "
-            f"FROM (SELECT COUNT(*) AS n FROM ({open_slots}) open_slots) open_slots "
-            f"LEFT JOIN ({takeable}) takeable ON 1 = 1 ORDER BY takeable.starts_at, takeable.id LIMIT %s",
-            [*more, *params, limit],
-        )
+        cursor.execute(UNSETTLED.replace("{open_slots}", open_slots), params)
         rows = cursor.fetchall()
-    return [_uuid(slot_id) for slot_id, _, _ in rows if slot_id is not None], int(rows[0][2]), int(rows[0][1])
+    return [row[:7] for row in rows if row[0] is not None], int(rows[0][7])
+
+
+def _examine(slots: QuerySet[Appointment], limit: int) -> tuple[list[Slot], int]:
+    """The first `limit` of `slots` someone can take (time order), and how many can be taken: one query.
+
+    On PostgreSQL the check is a semi-join of the slots with the waiting customers of their shop who hold no
+    pending offer; each pair is then answered by an index: offered this slot before (offer_once_per_customer),
+    or busy at that time (appt_customer_busy: the customer's appointments ending after the slot starts).
+    """
+    takeable = (
+        slots.filter(Exists(_eligible()))
+        .annotate(how_many=Window(Count("*")))  # before the LIMIT: all the slots someone can take
+        .order_by("starts_at", "id")
+        .values("id", "shop_id", "customer_id", "starts_at", "ends_at", "how_many")[:limit]
+    )
+    rows: list[Slot] = list(takeable)
+    return rows, int(rows[0]["how_many"]) if rows else 0
+
+
+def _remember(found: Sequence[tuple[Any, ...]], now: datetime) -> None:
+    """Remember the slots found exhausted (id, count, shop, customer, start, end, cancellation, as the database
+    sent them), and forget the findings about slots that have started."""
+    if not found:
+        return
+    remember = REMEMBER.format(rows=REMEMBERED_ROWS[connection.vendor])
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(remember, [list(column) for column in zip(*found, strict=True)])
+        else:
+            cursor.executemany(remember, found)
+    ExhaustedSlot.objects.filter(starts_at__lte=now).delete()
 
 
 def _uuid(value: Any) -> uuid.UUID:

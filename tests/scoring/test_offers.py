@@ -15,7 +15,16 @@ from django.utils import timezone
 from jobs.models import Status, Trigger
 from jobs.runner import run_job
 from scoring import offers
-from scoring.models import Appointment, Customer, CustomerScore, OfferStatus, SlotOffer, Tier, WaitlistEntry
+from scoring.models import (
+    Appointment,
+    Customer,
+    CustomerScore,
+    ExhaustedSlot,
+    OfferStatus,
+    SlotOffer,
+    Tier,
+    WaitlistEntry,
+)
 from scoring.offers import OfferClosed, OfferConflict, SlotUnavailable, respond_to_offer
 from tests import factories as make
 from tests.factories import NOW
@@ -124,12 +133,148 @@ def nothing_to_offer(slots: int) -> None:
 def test_a_run_with_nothing_to_offer_makes_one_query_for_all_its_slots(slots, on_postgres, django_assert_num_queries):
     nothing_to_offer(slots)
     turn = 1 if on_postgres else 0  # PostgreSQL: the offer-making turn, with JIT off, in the same query
+    idle = {"total": slots, "offered": 0, "exhausted": slots, "skipped": 0, "remaining": 0, "errors": []}
+    with django_assert_num_queries(turn + 1 + 3):  # the first run examines them, and remembers what it found
+        assert offer_loop(now=NOW) == idle
     with django_assert_num_queries(turn + 1):
-        assert offer_loop(now=NOW) == {
-            "total": slots, "offered": 0, "exhausted": slots, "skipped": 0, "remaining": 0, "errors": []
-        }  # fmt: skip
+        assert offer_loop(now=NOW) == idle
     with django_assert_num_queries(1 + turn + 1):  # the offers due (none), then the same loop
         assert expire_offers(now=NOW) == {"total": 0, "expired": 0, "offered": 0, "errors": []}
+
+
+def a_newcomer(shop, slot):
+    return lambda: waiting(shop, "candidate")
+
+
+def a_closed_entry(shop, slot):
+    entry = waiting(shop, "candidate")
+    WaitlistEntry.objects.filter(pk=entry.pk).update(closed_at=NOW)
+    return lambda: WaitlistEntry.objects.filter(pk=entry.pk).update(closed_at=None)
+
+
+def an_entry_at_another_shop(shop, slot):
+    entry = waiting(make.shop("Elsewhere"), "candidate")
+    return lambda: WaitlistEntry.objects.filter(pk=entry.pk).update(shop=shop)
+
+
+def a_pending_offer(shop, slot):
+    entry = waiting(shop, "candidate")
+    held = freed_slot(shop, hours_ahead=48)
+    SlotOffer.objects.create(slot=held, entry=entry, customer=entry.customer, offered_at=NOW,
+                             expires_at=NOW + timedelta(minutes=15))  # fmt: skip
+    return lambda: SlotOffer.objects.filter(slot=held).update(status=OfferStatus.DECLINED, responded_at=NOW)
+
+
+def an_offer_made_before(shop, slot):
+    entry = waiting(shop, "candidate")
+    SlotOffer.objects.create(slot=slot, entry=entry, customer=entry.customer, status=OfferStatus.EXPIRED,
+                             offered_at=NOW - timedelta(hours=1), expires_at=NOW - timedelta(minutes=45))  # fmt: skip
+    return lambda: SlotOffer.objects.filter(slot=slot).delete()
+
+
+def a_booking(change: Callable[[Any], Any]):
+    def blocked(shop, slot):
+        booking = make.appointment(waiting(shop, "candidate").customer, slot.starts_at, outcome="pending")
+        return lambda: change(Appointment.objects.filter(pk=booking.pk))
+
+    return blocked
+
+
+def the_slots_start(shop, slot):
+    make.appointment(waiting(shop, "candidate").customer, slot.starts_at, outcome="pending")  # its first 30 minutes
+    return lambda: Appointment.objects.filter(pk=slot.pk).update(starts_at=slot.starts_at + timedelta(minutes=30))
+
+
+def the_slots_end(shop, slot):
+    make.appointment(waiting(shop, "candidate").customer, slot.starts_at + timedelta(minutes=30), outcome="pending")
+    return lambda: Appointment.objects.filter(pk=slot.pk).update(ends_at=slot.starts_at + timedelta(minutes=30))
+
+
+def the_slots_own_customer(shop, slot):
+    entry = waiting(shop, "candidate")
+    Appointment.objects.filter(pk=slot.pk).update(customer=entry.customer)  # who cancelled is never offered it
+    return lambda: Appointment.objects.filter(pk=slot.pk).update(customer=make.customer(shop, "someone else"))
+
+
+FREEING = {
+    "a customer starts to wait at the shop": a_newcomer,
+    "a closed waitlist entry is reopened": a_closed_entry,
+    "a waitlist entry moves to the shop": an_entry_at_another_shop,
+    "a waiting customer's pending offer is declined": a_pending_offer,
+    "the offer of that slot made before is deleted": an_offer_made_before,
+    "a waiting customer's booking at that time is cancelled": a_booking(lambda rows: rows.update(cancelled_at=NOW)),
+    "a waiting customer's booking at that time is moved": a_booking(
+        lambda rows: rows.update(starts_at=NOW + timedelta(days=5), ends_at=NOW + timedelta(days=5, hours=1))
+    ),
+    "a waiting customer's booking at that time goes to someone else": a_booking(
+        lambda rows: rows.update(customer=make.customer(rows.get().shop, "someone else"))
+    ),
+    "a waiting customer's booking at that time is deleted": a_booking(lambda rows: rows.delete()),
+    "the slot starts later, when its candidate is free": the_slots_start,
+    "the slot ends earlier, before its candidate is busy": the_slots_end,
+    "the slot's customer changes": the_slots_own_customer,
+}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("blocked", FREEING.values(), ids=FREEING.keys())
+def test_a_slot_found_exhausted_is_offered_by_the_next_run_once_a_write_frees_a_candidate(blocked):
+    """Each write commits on its own (PostgreSQL's triggers count it at commit)."""
+    shop = make.shop()
+    slot = freed_slot(shop)
+    free = blocked(shop, slot)
+    for _ in range(2):  # found exhausted, then remembered as such
+        assert offer_loop(now=NOW) | {"errors": []} == {
+            "total": 1, "offered": 0, "exhausted": 1, "skipped": 0, "remaining": 0, "errors": []
+        }  # fmt: skip
+    assert ExhaustedSlot.objects.filter(slot_id=slot.pk).exists()
+    free()
+    counters = offer_loop(now=NOW)  # (a declined offer's slot is open again, nobody else waits for it)
+    assert (counters["offered"], counters["exhausted"]) == (1, counters["total"] - 1)
+    assert offered_to(slot)[-1] == "candidate"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_expire_offers_offers_in_the_same_run_the_slots_its_expiries_free_a_customer_for():
+    """In one transaction, as the runner calls it on PostgreSQL: the expiries are counted before the loop looks."""
+    shop = make.shop()
+    slot = freed_slot(shop)
+    a_pending_offer(shop, slot)
+    with transaction.atomic():
+        assert offer_loop(now=NOW)["exhausted"] == 1
+    with transaction.atomic():
+        assert expire_offers(now=NOW + timedelta(minutes=20)) == {"total": 1, "expired": 1, "offered": 1, "errors": []}
+    assert offered_to(slot) == ["candidate"]
+
+
+def test_the_slots_a_run_found_exhausted_are_forgotten_once_they_start():
+    shop = make.shop()
+    freed_slot(shop, hours_ahead=2)
+    later = freed_slot(shop, hours_ahead=30)
+    offer_loop(now=NOW)
+    assert ExhaustedSlot.objects.count() == 2
+    new = freed_slot(shop, hours_ahead=40)
+    offer_loop(now=NOW + timedelta(hours=3))  # remembers the new one, and forgets the one that started
+    assert set(ExhaustedSlot.objects.values_list("slot_id", flat=True)) == {later.pk, new.pk}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("table", ["scoring_slotoffer", "scoring_waitlistentry", "scoring_offerwatermark"])
+def test_a_truncate_of_a_table_the_findings_depend_on_forgets_them(table):
+    freed_slot(make.shop())
+    offer_loop(now=NOW)
+    assert ExhaustedSlot.objects.exists()
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {table} CASCADE")
+    assert not ExhaustedSlot.objects.exists()
+
+
+def test_the_deferred_triggers_a_run_fires_first_are_the_databases(on_postgres):
+    if not on_postgres:
+        pytest.skip("SQLite's triggers are immediate")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT tgname FROM pg_trigger WHERE tgdeferrable AND tgname LIKE 'scoring_%%'")
+        assert {name for (name,) in cursor.fetchall()} == set(offers.WATERMARK_TRIGGERS)
 
 
 def test_slots_nobody_can_take_never_starve_the_others():
@@ -494,3 +639,42 @@ def test_on_sqlite_no_delete_comes_between_the_runs_check_and_its_insert(on_post
         run = run_job("offer-loop", trigger=Trigger.CLI)
     assert refused == ["database is locked"]  # the run holds the write lock from its check to its insert
     assert run.status == Status.SUCCEEDED and run.counters["offered"] == 2, run.errors
+
+
+def an_offer_elsewhere(slot) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    """Staff offer the slot by hand to someone who does not wait there; then that offer is declined."""
+    someone = make.customer(slot.shop, "not waiting")
+
+    def offer() -> None:
+        SlotOffer.objects.create(slot=slot, customer=someone, offered_at=NOW, expires_at=NOW + timedelta(minutes=15))
+
+    return offer, lambda: SlotOffer.objects.filter(slot=slot).update(status=OfferStatus.DECLINED, responded_at=NOW)
+
+
+def an_undone_cancellation(slot) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    """Staff undo the slot's cancellation; then cancel it again."""
+    rows = Appointment.objects.filter(pk=slot.pk)
+    return lambda: rows.update(cancelled_at=None), lambda: rows.update(cancelled_at=NOW)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("closed", [an_offer_elsewhere, an_undone_cancellation])
+def test_a_slot_no_longer_open_when_examined_is_examined_again_once_it_reopens(closed):
+    """Between the run's first look (the slots not found exhausted) and its examination, the slot stops being
+    open: the run remembers it as exhausted, unexamined. Once it is open again, the next run offers it."""
+    shop = make.shop()
+    slot = freed_slot(shop)
+    waiting(shop, "candidate")
+    close, reopen = closed(slot)
+    seen: dict[str, Background] = {}
+
+    def close_elsewhere() -> None:
+        seen["staff"] = elsewhere(close)
+
+    with connection.execute_wrapper(AtQuery("scoring_exhaustedslot", close_elsewhere, after=True)):
+        assert offer_loop(now=NOW)["offered"] == 0
+    assert seen["staff"].error is None
+    assert ExhaustedSlot.objects.filter(slot_id=slot.pk).exists()
+    reopen()
+    assert offer_loop(now=NOW)["offered"] == 1
+    assert slot.offers.get(status=OfferStatus.PENDING).customer.name == "candidate"
