@@ -53,7 +53,6 @@ LIVE = [OfferStatus.PENDING, OfferStatus.ACCEPTED]
 MAKING_OFFERS = (482175, 1)
 Slot = Mapping[str, Any]  # id, shop_id, customer_id, starts_at, ends_at
 Match = tuple[Slot, uuid.UUID, uuid.UUID]  # a slot, and the waitlist entry and customer it goes to
-# The chosen offers whose slot, entry and customer exist, locked against deletion (see _still_there).
 # One row at least: how many slots are open, and those not found exhausted at their shop's count, if any (_unsettled).
 UNSETTLED = """
     WITH open_slots AS ({open_slots})
@@ -90,6 +89,7 @@ WATERMARK_TRIGGERS = (
     "scoring_waitlist_opened", "scoring_waitlist_reopened", "scoring_offer_ended", "scoring_offer_deleted",
     "scoring_booking_freed", "scoring_booking_deleted",
 )  # fmt: skip
+# The chosen offers whose slot, entry and customer exist, locked against deletion (see _still_there).
 STILL_THERE = """
     SELECT chosen.slot_id
     FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[]) AS chosen (slot_id, entry_id, customer_id)
