@@ -11,9 +11,10 @@ from datetime import datetime
 from functools import cached_property
 from traceback import format_exception
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 
 from django.db import transaction
+from django.db.models import Count, Min, QuerySet
 
 logger = logging.getLogger("jobs")
 
@@ -75,10 +76,33 @@ class Result:
 @dataclass(frozen=True)
 class Backlog:
     """What a job has left to do, as it measures it (a job's `backlog` declaration): how many items are due,
-    and since when the oldest has been due (None when the job cannot tell)."""
+    counted up to COUNTED and beyond that "more than", and since when the oldest has been due (None when the job
+    cannot tell).
+
+    Health reads every backlog on each call, all day: a count reads at most COUNTED + 1 rows (`counted`, `of`), so
+    that it costs the same whatever the planner estimates. (An exact COUNT(*) of 3,000 due appointments among a
+    million, estimated at 55,000 because the planner takes "pending" and "ended" for independent, is planned as a
+    bitmap scan of them all, at 10 million past PostgreSQL's JIT threshold.)"""
 
     due: int
     oldest: datetime | None = None
+
+    COUNTED: ClassVar[int] = 10_000
+
+    @classmethod
+    def of(cls, items: QuerySet[Any], by: str) -> Backlog:
+        """The backlog of `items`, the oldest by their field `by` (an index in that order answers it), in one
+        statement: the COUNTED + 1 oldest, counted."""
+        found = items.order_by(by)[: cls.COUNTED + 1].aggregate(due=Count(by), oldest=Min(by))
+        return cls(found["due"], found["oldest"])
+
+    @classmethod
+    def counted(cls, items: QuerySet[Any]) -> int:
+        """How many rows `items` has, up to COUNTED + 1."""
+        return items[: cls.COUNTED + 1].count()
+
+    def __str__(self) -> str:
+        return f"more than {self.COUNTED:,} due" if self.due > self.COUNTED else f"{self.due:,} due"
 
 
 class Held(Exception):

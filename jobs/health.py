@@ -254,7 +254,7 @@ def _behind(job: Job, now: datetime, backlog: Backlog | None, finished: list[Job
     or its last runs left as much work as before or more."""
     if backlog and backlog.oldest and job.max_lag and now - backlog.oldest > job.max_lag:
         return (
-            f"Behind: {backlog.due:,} due, the oldest due since {utc(backlog.oldest)} ({ago(now - backlog.oldest)},"
+            f"Behind: {backlog}, the oldest due since {utc(backlog.oldest)} ({ago(now - backlog.oldest)},"
             f" more than {ago(job.max_lag)})."
         )
     last = finished[:SHRINKING]

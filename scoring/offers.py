@@ -473,5 +473,4 @@ def _accept(offer: SlotOffer, now: datetime) -> None:
 def backlog(now: datetime) -> Backlog:
     """Pending offers past their expiry that no run has expired yet (so their slots wait for the next in line):
     how many, and since when the oldest is overdue."""
-    overdue = SlotOffer.objects.filter(status=OfferStatus.PENDING, expires_at__lte=now)
-    return Backlog(overdue.count(), overdue.order_by("expires_at").values_list("expires_at", flat=True).first())
+    return Backlog.of(SlotOffer.objects.filter(status=OfferStatus.PENDING, expires_at__lte=now), "expires_at")

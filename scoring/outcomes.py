@@ -101,8 +101,7 @@ def _update(ctx: Context, pending: QuerySet[Appointment]) -> tuple[int, int]:
 
 def backlog(now: datetime) -> Backlog:
     """Finished appointments still pending after their grace: how many, and since when the oldest is due
-    (two look-ups of the pending-by-end index)."""
+    (one statement over the pending-by-end index)."""
     grace = timedelta(minutes=settings.RESOLVE_OUTCOMES_GRACE_MINUTES)
-    due = Appointment.objects.filter(outcome=Outcome.PENDING, ends_at__lt=now - grace)
-    oldest = due.order_by("ends_at").values_list("ends_at", flat=True).first()
-    return Backlog(due.count(), oldest + grace if oldest else None)
+    found = Backlog.of(Appointment.objects.filter(outcome=Outcome.PENDING, ends_at__lt=now - grace), "ends_at")
+    return Backlog(found.due, found.oldest + grace if found.oldest else None)

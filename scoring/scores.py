@@ -485,4 +485,4 @@ def rescore(customers: Sequence[uuid.UUID], now: datetime) -> None:
 
 def backlog(now: datetime) -> Backlog:
     """Customers marked and not rescored yet (a customer marked twice in the log counts twice until a run)."""
-    return Backlog(DirtyCustomer.objects.count() + CustomerChange.objects.count())
+    return Backlog(Backlog.counted(DirtyCustomer.objects.all()) + Backlog.counted(CustomerChange.objects.all()))

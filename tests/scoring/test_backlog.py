@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 
+from jobs.context import Backlog
 from jobs.health import health
 from jobs.registry import JOBS
 from scoring.models import Appointment, OfferStatus, Outcome, SlotOffer, WaitlistEntry
@@ -52,3 +53,31 @@ def test_recompute_scores_counts_the_customers_marked_and_not_rescored():
     make.customer()
     make.customer()
     assert health(JOBS["recompute-scores"], NOW).backlog.due == 2
+
+
+ROUND_TRIPS = {"resolve-outcomes": 1, "expire-offers": 1, "recompute-scores": 2}
+
+
+@pytest.mark.parametrize("job", ROUND_TRIPS)
+def test_a_backlog_is_read_in_a_statement_or_two_whatever_is_due(job, django_assert_num_queries):
+    """Health reads every scoring job's backlog on each call (uptime monitors: every minute): each is a round trip."""
+    customer = make.customer()
+    for days in range(1, 4):
+        make.appointment(customer, NOW - timedelta(days=days), Outcome.PENDING)
+    with django_assert_num_queries(ROUND_TRIPS[job]):
+        JOBS[job].backlog(NOW)
+
+
+def test_a_backlog_counts_up_to_a_bound_and_still_finds_the_oldest(monkeypatch):
+    """Past Backlog.COUNTED the count says "more than": it reads a bounded number of rows, the oldest first."""
+    monkeypatch.setattr(Backlog, "COUNTED", 3)
+    customer = make.customer()
+    for days in range(1, 6):
+        make.appointment(customer, NOW - timedelta(days=days), Outcome.PENDING)
+    oldest = make.appointment(customer, NOW - timedelta(days=9), Outcome.PENDING)  # the last row written
+    found = JOBS["resolve-outcomes"].backlog(NOW)
+    assert (found.due, found.oldest) == (4, oldest.ends_at + timedelta(hours=1))
+    assert "Behind: more than 3 due, the oldest due since" in health(JOBS["resolve-outcomes"], NOW).note
+    Appointment.objects.exclude(pk=oldest.pk).update(outcome=Outcome.NO_SHOW, resolved_at=NOW)
+    assert str(JOBS["resolve-outcomes"].backlog(NOW)) == "1 due"
+    assert str(JOBS["recompute-scores"].backlog(NOW)) == "more than 3 due"  # 6 marks: counted up to the bound too
