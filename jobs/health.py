@@ -157,7 +157,7 @@ def health(job: Job, now: datetime, runs: Latest | None = None, *, backlog: bool
     `runs`: its latest runs, when read already (latest_runs)."""
     runs = runs or latest_runs([job])[job.name]
     last_run, finished = runs.last_run, runs.finished
-    next_run = next(job.fires(now), None) if job.schedule else None
+    next_run = scheduled(job, now, now)[0] if job.schedule else None
     verdict, note = _verdict(now, last_run, finished)
     expected_at, overdue, overdue_note = _lateness(job, now, last_run)
     left = job.backlog(now) if job.backlog and backlog else None
@@ -224,7 +224,7 @@ def _lateness(job: Job, now: datetime, last_run: JobRun | None) -> tuple[datetim
         if began is None:
             return None, "", ""
         since = began
-    due = next(job.fires(since))
+    due = scheduled(job, since, since)[0]
     if now < due + job.grace_period:
         return None, "", ""
     # The last call since, with how many there were and when the first came: one read.
