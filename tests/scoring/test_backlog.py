@@ -5,9 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from jobs.context import Backlog
 from jobs.health import health
+from jobs.models import JobRun, Status, Trigger
 from jobs.registry import JOBS
 from scoring.models import Appointment, OfferStatus, Outcome, SlotOffer, WaitlistEntry
 from tests import factories as make
@@ -81,3 +85,20 @@ def test_a_backlog_counts_up_to_a_bound_and_still_finds_the_oldest(monkeypatch):
     Appointment.objects.exclude(pk=oldest.pk).update(outcome=Outcome.NO_SHOW, resolved_at=NOW)
     assert str(JOBS["resolve-outcomes"].backlog(NOW)) == "1 due"
     assert str(JOBS["recompute-scores"].backlog(NOW)) == "more than 3 due"  # 6 marks: counted up to the bound too
+
+
+def test_health_with_the_scoring_jobs_makes_seven_round_trips(settings, client):
+    """Every job on time, one behind: the framework's three statements (alert states, every job's latest runs, the
+    outbox) and the backlogs' (1 + 1 + 2)."""
+    settings.CRON_SECRET = "s3cret-for-tests-0123456789abcdef"
+    make.appointment(make.customer(), NOW - timedelta(days=3), Outcome.PENDING)
+    now = timezone.now()
+    JobRun.objects.bulk_create(  # every job on time (a job never run reads when the ledger began, to say it is late)
+        JobRun(job=name, trigger=Trigger.CRON, status=Status.SUCCEEDED, started_at=now, finished_at=now, lock_id=1)
+        for name in JOBS
+    )
+    headers = {"Authorization": f"Bearer {settings.CRON_SECRET}"}
+    client.get("/api/jobs/health", headers=headers)  # the first check opens what it finds: then the steady state
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get("/api/jobs/health", headers=headers).status_code == 503
+    assert len(queries) == 3 + sum(ROUND_TRIPS.values()), "\n".join(query["sql"][:150] for query in queries)
