@@ -417,13 +417,17 @@ def asked(job: Job, query: str) -> dict[str, Any]:
     return {name: value for name, value in clean(job.name, job.form, given).items() if value not in (None, False, "")}
 
 
+RUN = "__run__"  # where a run's id goes in the link to its page
+
+
 def strip(runs: list[JobRun]) -> SafeString:
     """The last runs, oldest first, as coloured cells: each says its status on hover and links to the run."""
+    link = reverse("admin:jobs_jobrun_change", args=[RUN])  # once: a reverse() took 0.1 ms, 120 cells a page
     return format_html_join(
         "",
         '<a class="cell" href="{}" style="background:{}" title="#{} {} · {} · {}"><span>{}</span></a>',
         (
-            (reverse("admin:jobs_jobrun_change", args=[run.pk]), COLOURS.get(Status(run.status), "#4b5563"), run.pk,
+            (link.replace(RUN, str(run.pk)), COLOURS.get(Status(run.status), "#4b5563"), run.pk,
              run.status, timestamp(run.started_at), how_long(run), run.status)
             for run in runs
         ),

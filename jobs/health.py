@@ -13,7 +13,8 @@ from cron_descriptor import ExpressionDescriptor
 from cronsim import CronSim
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Min, Q, QuerySet, Window
+from django.db.models import Count, IntegerField, Min, Q, QuerySet, Window
+from django.db.models.expressions import RawSQL
 
 from jobs.context import Backlog
 from jobs.models import JobRun, Status
@@ -273,17 +274,21 @@ def _behind(job: Job, now: datetime, backlog: Backlog | None, finished: list[Job
 def missed_runs(job: Job, start: datetime, end: datetime, arrivals: list[datetime]) -> int:
     """Scheduled times after `start` up to `end` that no call answered (a call, even a skipped one, answers the
     last scheduled time at or before it). Linear in the times and calls."""
-    began = JobRun.objects.order_by("id").values_list("started_at", flat=True).first()
-    if job.schedule is None or began is None:
-        return 0
-    start = max(start, began)  # nothing was due before the ledger began
+    times = _due(job, start, end)
     arrivals = sorted(arrivals)
-    times = scheduled(job, start, end)
     missed = 0
     for fire, after in pairwise(times):
         first = bisect_left(arrivals, fire)  # the first call at or after this time
         missed += not (first < len(arrivals) and arrivals[first] < after)
     return missed
+
+
+def _due(job: Job, start: datetime, end: datetime) -> list[datetime]:
+    """The job's scheduled times after `start` up to `end`, and the one after those; none before the ledger began."""
+    began = JobRun.objects.order_by("id").values_list("started_at", flat=True).first()
+    if job.schedule is None or began is None:
+        return []
+    return scheduled(job, max(start, began), end)
 
 
 # Each schedule's times over a window, kept by the process: the overview and health ask for nearly the same window
@@ -312,11 +317,22 @@ def week(job: Job, now: datetime) -> str:
     """The last 7 days in one phrase: how many of the runs due or made succeeded, and how many never came."""
     start = now - timedelta(days=7)
     runs = real_runs(job).filter(started_at__gte=start)  # a 7-day window, whatever the size of the ledger
+    counts = {"finished": Count("id", filter=Q(status__in=FINISHED)),
+              "succeeded": Count("id", filter=Q(status=Status.SUCCEEDED))}  # fmt: skip
     if job.schedule is None:  # nothing is ever missed: the counts are enough
-        counts = runs.filter(status__in=FINISHED).aggregate(
-            finished=Count("id"), succeeded=Count("id", filter=Q(status=Status.SUCCEEDED))
-        )
-        finished, succeeded, missed = counts["finished"], counts["succeeded"], 0
+        found = runs.aggregate(**counts)
+        finished, succeeded, missed = found["finished"], found["succeeded"], 0
+    elif connection.vendor == "postgresql":
+        # The database says which of the intervals between scheduled times a call falls in (width_bucket: call k
+        # answers times[k - 1]) and counts the intervals answered, rather than sending every call here (a job
+        # every 5 minutes makes 2,016 a week: 35 ms to read). missed_runs() is the same count, in Python.
+        times = _due(job, start, now - job.grace_period)
+        edges = ",".join(str(int(time.timestamp())) for time in times)  # one text, not 2,016 parameters (5 ms)
+        slot = RawSQL("width_bucket(EXTRACT(EPOCH FROM started_at), %s::float8[])", [f"{{{edges}}}"], IntegerField())
+        between = Q(started_at__gte=times[0], started_at__lt=times[-1]) if times else Q(pk=None)
+        found = runs.aggregate(**counts, answered=Count(slot, distinct=True, filter=between))
+        finished, succeeded = found["finished"], found["succeeded"]
+        missed = max(len(times) - 1, 0) - found["answered"]
     else:  # one read: the calls answer the scheduled times, and their statuses count
         calls = list(runs.values_list("started_at", "status"))
         finished = sum(status in FINISHED for _, status in calls)

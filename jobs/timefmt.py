@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from django.utils import dateformat, timezone
+from django.utils import timezone
 
 # Django's date-format syntax; `T` is the zone's name, "UTC" once the time is in UTC.
 DATETIME_FORMAT = "Y-m-d H:i T"
@@ -22,7 +22,9 @@ def utc(moment: datetime | None, *, seconds: bool = False) -> str:
     """`2026-12-02 04:34 UTC` (`2026-12-02 04:34:27 UTC` with seconds); "-" for no time."""
     if moment is None:
         return "-"
-    return dateformat.format(moment.astimezone(UTC), DATETIME_SECONDS_FORMAT if seconds else DATETIME_FORMAT)
+    # DATETIME_SECONDS_FORMAT / DATETIME_FORMAT as strftime spells them: Django's dateformat took 0.1 ms a time, and
+    # the jobs overview shows over a hundred.
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
 
 
 def ago(delta: timedelta) -> str:

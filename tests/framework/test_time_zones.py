@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
 from django.test import Client
+from django.utils import dateformat
 
-from jobs import checks
+from jobs import checks, timefmt
 from jobs.health import describe, health, missed_runs
 from jobs.models import JobRun, Status, Trigger
 from jobs.registry import JOBS, Job
@@ -95,3 +97,13 @@ def test_schedules_are_described_in_their_zone_and_an_unknown_zone_is_a_declarat
         ],
     )
     assert [m.id for m in checks.declarations_are_consistent(None)] == ["jobs.E005", "jobs.E006"]
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin", "America/St_Johns", "Asia/Kathmandu"])
+def test_times_on_the_jobs_pages_read_as_django_s_formats_spell_them_in_utc(zone):
+    """timefmt.utc spells with strftime what DATETIME_FORMAT / DATETIME_SECONDS_FORMAT say (the domain's pages
+    use those through Django): a time reads one way on every page, whatever zone it was read in."""
+    moment = datetime(2026, 3, 29, 0, 59, 7, 999_999, tzinfo=UTC).astimezone(ZoneInfo(zone))
+    for seconds, spelled in ((False, timefmt.DATETIME_FORMAT), (True, timefmt.DATETIME_SECONDS_FORMAT)):
+        assert timefmt.utc(moment, seconds=seconds) == dateformat.format(moment.astimezone(UTC), spelled)
+    assert timefmt.utc(moment, seconds=True) == "2026-03-29 00:59:07 UTC"
