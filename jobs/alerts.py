@@ -38,8 +38,9 @@ def check(
     """Compare every job's health with its alert state and queue what is due; then deliver what waits in the
     outbox for at most `send_for` seconds in all (0: not now). Return the healths.
 
-    `backlogs`: the jobs whose backlog is read (the domain's queries), besides those with an incident open (so that
-    they can recover); None: all. A job whose backlog is not read cannot turn `behind` in this check.
+    `backlogs`: the jobs whose backlog is read (the domain's queries); None: all. A job whose backlog is not read
+    cannot turn `behind` in this check, nor recover: its open incident is then only reminded of or made worse (a
+    check that reads the backlog, at its own runs' ends and on health requests, says whether it recovered).
 
     A message is written in the transaction of the conditional update that moves its job's alert state on:
     both are committed, or neither; and nothing is sent before they are.
@@ -52,9 +53,11 @@ def check(
     healths = []
     for job in JOBS.values():
         state = states[job.name]
-        read = backlogs is None or job.name in backlogs or state.verdict != OK
+        read = backlogs is None or job.name in backlogs
         current = health(job, now, runs[job.name], backlog=read)
         healths.append(current)
+        if not read and state.verdict != OK and not _bad(job, current):
+            continue  # it looks well without its backlog, but may be behind: its own runs and health requests decide
         due = decide(job, state, current, now)
         if due is None:
             continue
@@ -77,7 +80,7 @@ def check_quietly(now: datetime, job: Job, *, skipped: bool = False) -> None:
 
     Every job's verdict is checked (a job that missed its time is late whoever notices), but only this job's backlog
     is read: what a run changes is its own job's work, and the domain's backlog queries are the costly part of a
-    check. (Health requests read them all; each job's own runs read its own.)
+    check. (Health requests read them all; each job's own runs read its own, and decide its open incident.)
     After a skipped run (its lock held), only if its job is overdue: a skipped run changes no verdict but one, late
     to blocked, and only an overdue job can turn blocked. The run holding the lock checks when it ends.
     """

@@ -297,9 +297,12 @@ def test_a_recovery_on_time_counts_nothing_missed_and_resuming_runs_are_not_fail
     )
 
 
-def test_a_run_reads_its_own_jobs_backlog_and_an_open_incidents_while_health_reads_them_all(monkeypatch):
-    """The domain's backlog queries are the costly part of a check: a run's end reads its own job's, and those of
-    jobs with an incident open (so that they can recover); a health request reads every job's."""
+def test_a_run_reads_its_own_jobs_backlog_and_leaves_another_s_incident_to_it_while_health_reads_them_all(
+    monkeypatch,
+):
+    """The domain's backlog queries are the costly part of a check: a run's end reads its own job's only, and leaves
+    another job's open incident as it is (without its backlog, a job behind would seem recovered) to that job's own
+    runs and to health requests, which read every job's."""
     read: list[str] = []
 
     def declare(name: str, lock_id: int) -> Job:
@@ -312,12 +315,17 @@ def test_a_run_reads_its_own_jobs_backlog_and_an_open_incidents_while_health_rea
         return job
 
     mine, other = declare("mine", 990101), declare("other", 990102)
-    run_job(mine, trigger=Trigger.CLI)
-    assert read == ["mine"]
-    JobAlert.objects.filter(job="other").update(verdict="behind")  # an incident open: read, so that it can recover
+    run_job(other, trigger=Trigger.CLI)
     read.clear()
     run_job(mine, trigger=Trigger.CLI)
-    assert sorted(read) == ["mine", "other"]
+    assert read == ["mine"]
+    JobAlert.objects.filter(job="other").update(verdict="behind", opened_at=timezone.now())
+    read.clear()
+    run_job(mine, trigger=Trigger.CLI)
+    assert read == ["mine"]
+    assert JobAlert.objects.get(job="other").verdict == "behind"  # not decided without its backlog
+    run_job(other, trigger=Trigger.CLI)
+    assert JobAlert.objects.get(job="other").verdict == "ok"  # its own run read it: recovered
     JobAlert.objects.filter(job="other").update(verdict="ok")
     read.clear()
     run_job(other, trigger=Trigger.CLI)
