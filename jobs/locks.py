@@ -105,6 +105,25 @@ def hold(lock_id: int, owner: str = "") -> Iterator[Lock]:
             yield taken
 
 
+def taken(lock_id: int) -> tuple[bool, str | None]:
+    """Whether the lock is held by another session or run at this moment, and by whom if it says: one statement that
+    keeps nothing (on PostgreSQL it tries the lock in a transaction of its own; elsewhere it reads the lease).
+    A call that finds it held is recorded skipped at once, in one more statement; one that finds it free still
+    takes it with hold(), which decides (it may have been taken in between)."""
+    if connection.vendor != "postgresql":
+        lease = JobLease.objects.filter(lock_id=lock_id, expires_at__gt=timezone.now()).values("owner").first()
+        return lease is not None, lease and lease["owner"]
+    key = lock_id & 0xFFFFFFFFFFFFFFFF
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT NOT t.free, CASE WHEN NOT t.free THEN ({HOLDER}) END"
+            " FROM (SELECT pg_try_advisory_xact_lock(%s) AS free OFFSET 0) AS t",
+            [key >> 32, key & 0xFFFFFFFF, 1, lock_id],
+        )
+        held, holder = cursor.fetchone()
+    return bool(held), holder
+
+
 @contextmanager
 def lease(lock_id: int, owner: str = "") -> Iterator[Lock]:
     """The lease backend; usable on any database."""

@@ -49,8 +49,10 @@ def run_job(
     `params` are cleaned values of the job's form (jobs.forms.clean); any not given take the form's defaults.
 
     1. Resolve the lock id: the lock_id parameter, else the <NAME>_LOCK_ID variable, else the declaration's.
-    2. Record the run as `running`, committed, so staff see it now and a kill leaves a trace.
-    3. Take the lock without waiting. If it is held: `skipped`, with who holds it, done.
+    2. If the lock is held now (one statement that takes nothing), record the run `skipped`, with who holds it,
+       done: a skip costs that and its row. Otherwise record the run as `running`, committed, so staff see it now
+       and a kill leaves a trace.
+    3. Take the lock without waiting. If it is held (taken since 2.): `skipped`, with who holds it, done.
        (So is a run whose job finds a named lock it takes with ctx.hold held by another run.)
        On PostgreSQL the rest runs in the lock's transaction, with constraint checks
        made statement by statement (a row deleted meanwhile costs one item, not the COMMIT).
@@ -91,22 +93,31 @@ def _run(job: Job, params: dict[str, Any], trigger: Trigger, user: User | Anonym
         if choice is not None
     )
     now = timezone.now()
+    held, holder = locks.taken(lock_id)  # held now: the run is recorded skipped at once, in one statement
+    ended = timezone.now() if held else None
     run = retrying(
         lambda: JobRun.objects.create(
             job=job.name,
             trigger=trigger,
+            status=Status.SKIPPED if held else Status.RUNNING,
             started_at=now,
+            finished_at=ended,
+            duration_ms=_ms(now, ended) if ended else None,
             params=_recorded(now, lock_id, params),
             lock_id=lock_id,
+            held_by=_held_by(holder) if held else "",
             user=user if isinstance(user, User) else None,
             origin=origin[:255],
         )
     )
+    if held:
+        logger.info("job %s run #%s %s in %d ms", run.job, run.pk, run.status, run.duration_ms)
+        return run
     try:
         seen = _lease_renewed(lock_id)  # before this run takes the lease over (and overwrites it)
         with locks.hold(lock_id, owner=f"run #{run.pk}") as lock:
             if not lock.held:
-                run.held_by = _held_by(run, lock.holder)
+                run.held_by = _held_by(lock.holder)
                 return _finish(run, Status.SKIPPED)
             checkins.started(job, run, params)  # the start signal, if it has a monitor: at most one deadline
             run.started_at = timezone.now()  # the work starts under the lock ...
@@ -127,7 +138,7 @@ def _run(job: Job, params: dict[str, Any], trigger: Trigger, user: User | Anonym
             _mark_abandoned(run, seen)
             run.finished_at = timezone.now()  # ... and ends before it goes: runs never overlap in the ledger
             if isinstance(result, Held):
-                run.held, run.held_by = result.what[:100], _held_by(run, result.holder)
+                run.held, run.held_by = result.what[:100], _held_by(result.holder)
                 return _finish(run, Status.SKIPPED)
             if isinstance(result, Crash):
                 return _finish(run, Status.FAILED, errors=[result.reason], tb=result.traceback)
@@ -142,7 +153,11 @@ def _run(job: Job, params: dict[str, Any], trigger: Trigger, user: User | Anonym
         return _finish(run, Status.FAILED, errors=[one_line(error)], tb=traceback.format_exc())
 
 
-def _held_by(run: JobRun, holder: str | None) -> str:
+def _ms(start: datetime, end: datetime) -> int:
+    return int((end - start).total_seconds() * 1000)
+
+
+def _held_by(holder: str | None) -> str:
     """Who holds the lock: one of our runs (it names itself in the lease, or as its session's
     application_name on PostgreSQL), or another session."""
     if holder and holder.startswith("run #"):
@@ -252,7 +267,7 @@ def _finish(
 ) -> JobRun:
     run.status = status
     run.finished_at = run.finished_at or timezone.now()
-    run.duration_ms = int((run.finished_at - run.started_at).total_seconds() * 1000)
+    run.duration_ms = _ms(run.started_at, run.finished_at)
     run.counters = counters or {}
     run.errors = errors or []
     run.error_count = len(run.errors)
