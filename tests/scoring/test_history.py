@@ -3,7 +3,9 @@ before, written by the statements that change the scores, with the run; pruned w
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -194,3 +196,64 @@ def test_a_customer_deleted_by_raw_sql_takes_their_history_along_on_postgresql()
     with connection.cursor() as cursor:  # the database's cascade (migration 0017), not Django's
         cursor.execute("DELETE FROM scoring_customer WHERE id = %s", [customer.pk])
     assert list(ScoreChange.objects.values_list("customer_id", flat=True)) == [other.pk]
+
+
+@pytest.fixture
+def plans() -> Iterator[list[str]]:
+    """The plans PostgreSQL runs from here on, those of triggers' statements too, with the blocks each node read
+    (auto_explain, its reports sent to this session as notices)."""
+    reports: list[str] = []
+    connection.ensure_connection()
+    handler = lambda notice: reports.append(notice.message_primary)  # noqa: E731
+    connection.connection.add_notice_handler(handler)
+    explain = {"min_duration": "0", "nested_statements": "on", "analyze": "on", "buffers": "on", "timing": "off",
+               "level": "notice", "format": "json"}  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute("LOAD 'auto_explain'")
+        for name, value in explain.items():
+            cursor.execute(f"SET auto_explain.log_{name} = {value}")
+    yield reports
+    with connection.cursor() as cursor:
+        cursor.execute("SET auto_explain.log_min_duration = -1")
+    connection.connection.remove_notice_handler(handler)
+
+
+def blocks_read(reports: list[str], table: str) -> int:
+    """The blocks that the scans of `table` read in the statements these auto_explain reports show."""
+
+    def scans(node: dict) -> Iterator[dict]:
+        if node.get("Relation Name") == table and node["Node Type"] != "ModifyTable":
+            yield node
+        for child in node.get("Plans", []):
+            yield from scans(child)
+
+    plans = [json.loads(report.split("plan:", 1)[1])["Plan"] for report in reports]
+    return sum(scan["Shared Hit Blocks"] + scan["Shared Read Blocks"] for plan in plans for scan in scans(plan))
+
+
+@pytest.mark.postgres
+def test_the_last_changes_are_looked_up_in_one_pass_or_a_probe_each_whatever_the_history_was_on_postgresql(plans):
+    """Each change is dated after the customer's last (migration 0019). Looked up per change in a plan kept for the
+    session, they were read from the whole history per change when planned on an empty one (a new installation, all
+    of it pruned), the rows the statement itself was appending included: quadratic (migration 0020)."""
+    shop = make.shop()
+    Customer.objects.bulk_create(Customer(shop=shop, name=f"c{i}") for i in range(2_000))
+    recompute(NOW)
+    change = "UPDATE scoring_customerscore SET score = score + 1, computed_at = computed_at + '1 hour'"
+    read = []
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE scoring_scorechange")  # empty
+        del plans[:]
+        cursor.execute(change)  # 2,000 first changes
+        read.append(blocks_read(plans, "scoring_scorechange"))
+        cursor.execute(  # the history grows: 50,000 older changes
+            "INSERT INTO scoring_scorechange (customer_id, at, score, tier, previous_score, previous_tier)"
+            " SELECT customer_id, computed_at - make_interval(days => n), 50, 'new', 50, 'new'"
+            " FROM scoring_customerscore, generate_series(1, 25) n"
+        )
+        del plans[:]
+        cursor.execute(change)  # 2,000 more
+        read.append(blocks_read(plans, "scoring_scorechange"))
+    assert ScoreChange.objects.count() == 2_000 + 50_000 + 2_000
+    # At most a block per row of the history (one pass, unvacuumed) and a probe of the index per change (4 blocks)
+    assert read[0] <= 0 + 6 * 2_000 and read[1] <= 52_000 + 6 * 2_000, read
