@@ -56,9 +56,10 @@ def check(
         read = backlogs is None or job.name in backlogs
         current = health(job, now, runs[job.name], backlog=read)
         healths.append(current)
-        if not read and state.verdict != OK and not _bad(job, current):
+        bad = _bad(job, current)
+        if not read and state.verdict != OK and not bad:
             continue  # it looks well without its backlog, but may be behind: its own runs and health requests decide
-        due = decide(job, state, current, now)
+        due = decide(job, state, current, now, bad)
         if due is None:
             continue
         message, changes, channels = due
@@ -92,11 +93,10 @@ def check_quietly(now: datetime, job: Job, *, skipped: bool = False) -> None:
 
 
 def decide(
-    job: Job, state: JobAlert, current: JobHealth, now: datetime
+    job: Job, state: JobAlert, current: JobHealth, now: datetime, bad: str
 ) -> tuple[Message, dict[str, Any], list[str]] | None:
-    """What to send now, the state it leads to, and where; None: nothing is due."""
+    """What to send now, the state it leads to, and where; None: nothing is due. `bad`: what _bad() says."""
     channels = configured_channels()
-    bad = _bad(job, current)
     if state.verdict == OK:
         if bad:
             text = f"{job.name} is {bad}: {current.note}"

@@ -113,15 +113,9 @@ def taken(lock_id: int) -> tuple[bool, str | None]:
     if connection.vendor != "postgresql":
         lease = JobLease.objects.filter(lock_id=lock_id, expires_at__gt=timezone.now()).values("owner").first()
         return lease is not None, lease and lease["owner"]
-    key = lock_id & 0xFFFFFFFFFFFFFFFF
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT NOT t.free, CASE WHEN NOT t.free THEN ({HOLDER}) END"
-            " FROM (SELECT pg_try_advisory_xact_lock(%s) AS free OFFSET 0) AS t",
-            [key >> 32, key & 0xFFFFFFFF, 1, lock_id],
-        )
-        held, holder = cursor.fetchone()
-    return bool(held), holder
+    with connection.cursor() as cursor:  # autocommit: the statement's own transaction lets go of what it took
+        free, holder = _try_xact_lock(cursor, lock_id)
+    return not free, holder
 
 
 @contextmanager
@@ -154,22 +148,25 @@ def _holder(cursor: Any, classid: int, objid: int, objsubid: int) -> str | None:
     return row[0] if row else None
 
 
-def _try_xact_lock(cursor: Any, lock_id: int, owner: str) -> tuple[bool, str | None]:
+def _try_xact_lock(cursor: Any, lock_id: int, owner: str | None = None) -> tuple[bool, str | None]:
     """Try the job's lock in the current transaction, in one round trip; whether it is ours, and if not, who holds it.
 
-    Taken: the session is named after its owner for as long as it holds the lock, so that a run that finds it taken
-    can say by whom, and (PostgreSQL 14+) a killed client's backend notices within DEAD_CLIENT_CHECK, even
-    mid-statement. Not taken: the holder's name is read. (OFFSET 0 keeps the lock attempt in a subquery of its own,
-    evaluated once, before the CASEs that read it; a CASE evaluates only the branch it takes.)
+    Taken, with an `owner`: the session is named after its owner for as long as it holds the lock, so that a run that
+    finds it taken can say by whom, and (PostgreSQL 14+) a killed client's backend notices within DEAD_CLIENT_CHECK,
+    even mid-statement. Not taken: the holder's name is read. (OFFSET 0 keeps the lock attempt in a subquery of its
+    own, evaluated once, before the CASEs that read it; a CASE evaluates only the branch it takes.)
     """
     key = lock_id & 0xFFFFFFFFFFFFFFFF  # a bigint key shows in pg_locks as two unsigned halves
-    check = connection.pg_version >= 140000  # type: ignore[attr-defined]
+    named: list[tuple[str, str]] = []
+    if owner is not None:
+        named.append(("application_name", owner[:63]))
+        if connection.pg_version >= 140000:  # type: ignore[attr-defined]
+            named.append(("client_connection_check_interval", DEAD_CLIENT_CHECK))
     cursor.execute(
-        f"SELECT t.held, CASE WHEN NOT t.held THEN ({HOLDER}) END,"
-        " CASE WHEN t.held THEN set_config('application_name', %s, true) END"
-        + (" , CASE WHEN t.held THEN set_config('client_connection_check_interval', %s, true) END" if check else "")
+        f"SELECT t.held, CASE WHEN NOT t.held THEN ({HOLDER}) END"
+        + "".join(f", CASE WHEN t.held THEN set_config('{name}', %s, true) END" for name, _ in named)
         + " FROM (SELECT pg_try_advisory_xact_lock(%s) AS held OFFSET 0) AS t",
-        [key >> 32, key & 0xFFFFFFFF, 1, owner[:63], *([DEAD_CLIENT_CHECK] if check else []), lock_id],
+        [key >> 32, key & 0xFFFFFFFF, 1, *(value for _, value in named), lock_id],
     )
     held, holder = cursor.fetchone()[:2]
     return bool(held), None if held else holder
