@@ -23,7 +23,7 @@ from django.views.decorators.http import require_POST
 
 from jobs import report
 from jobs.forms import ParamError, clean
-from jobs.health import describe, overview, reason, week
+from jobs.health import describe, ledger_began, overview, reason, week
 from jobs.models import JobRun, Status, Trigger
 from jobs.registry import JOBS, Job
 from jobs.runner import run_job
@@ -360,7 +360,8 @@ def overview_context(request: HttpRequest) -> dict[str, Any]:
     """What the jobs overview (the jobs app's admin page) shows."""
     now = timezone.now()
     rows = []
-    healths = overview(now, recent=STRIP)
+    began = ledger_began()  # once, for every job's 7-day rate and lateness
+    healths = overview(now, recent=STRIP, began=began)
     for health in healths:
         last, success = health.last_run, health.last_success
         recent, failure = health.runs.recent[::-1], health.runs.last_failure
@@ -375,7 +376,7 @@ def overview_context(request: HttpRequest) -> dict[str, Any]:
                 "success_when": when_html(success.started_at, now, seconds=True) if success else None,
                 "strip": strip(recent),
                 "sparkline": sparkline(recent),
-                "week": week(health.job, now),
+                "week": week(health.job, now, began),
                 "last_failure": failure,
                 "last_failure_reason": reason(failure) if failure else "",
                 "run_now": run_now_form(health.job),

@@ -22,7 +22,18 @@ from django.db.models import F, Q, QuerySet
 from django.urls import reverse
 
 from jobs import outbox
-from jobs.health import FINISHED, JobHealth, ago, health, latest_runs, missed_runs, overdue, real_runs
+from jobs.health import (
+    FINISHED,
+    JobHealth,
+    ago,
+    began_if_needed,
+    health,
+    latest_runs,
+    ledger_began,
+    missed_runs,
+    overdue,
+    real_runs,
+)
 from jobs.models import JobAlert, JobRun, Status
 from jobs.outbox import Message, webhook_host
 from jobs.registry import JOBS, Job
@@ -50,11 +61,12 @@ def check(
         JobAlert.objects.bulk_create([JobAlert(job=name) for name in JOBS if name not in states], ignore_conflicts=True)
         states = {state.job: state for state in JobAlert.objects.filter(job__in=list(JOBS))}
     runs = latest_runs(JOBS.values())
+    began = began_if_needed(runs)
     healths = []
     for job in JOBS.values():
         state = states[job.name]
         read = backlogs is None or job.name in backlogs
-        current = health(job, now, runs[job.name], backlog=read)
+        current = health(job, now, runs[job.name], backlog=read, began=began)
         healths.append(current)
         bad = _bad(job, current)
         if not read and state.verdict != OK and not bad:
@@ -166,7 +178,8 @@ def recovery_text(job: Job, state: JobAlert, current: JobHealth, now: datetime) 
     failed = runs.filter(Q(status__in=[Status.FAILED, Status.ABANDONED]) | Q(status=Status.PARTIAL, error_count__gt=0))
     count = failed.count()
     skipped = runs.filter(status=Status.SKIPPED).count()
-    missed = missed_runs(job, start, success.started_at, list(runs.values_list("started_at", flat=True)))
+    arrivals = list(runs.values_list("started_at", flat=True))
+    missed = missed_runs(job, start, success.started_at, arrivals, ledger_began())
     held = f", {skipped} skipped on a held lock" if skipped else ""
     return (
         f"{job.name} recovered after {ago(now - (state.opened_at or start))}: {count} run{'s' * (count != 1)} "

@@ -62,10 +62,22 @@ def describe(schedule: str | None, zone: str = "UTC") -> str:
     return f"{ExpressionDescriptor(schedule, use_24hour_time_format=True).get_description()} {zone}"
 
 
-def overview(now: datetime, *, recent: int = 0) -> list[JobHealth]:
-    """One verdict per declared job: their latest runs in one statement, then what each job's backlog says."""
+def overview(now: datetime, *, recent: int = 0, began: datetime | None = None) -> list[JobHealth]:
+    """One verdict per declared job: their latest runs in one statement, then what each job's backlog says.
+    `began`: when the ledger began, if read already."""
     runs = latest_runs(JOBS.values(), recent=recent)
-    return [health(job, now, runs[job.name]) for job in JOBS.values()]
+    began = began or began_if_needed(runs)
+    return [health(job, now, runs[job.name], began=began) for job in JOBS.values()]
+
+
+def began_if_needed(runs: dict[str, Latest]) -> datetime | None:
+    """When the ledger began, if a scheduled job has no run yet (its lateness counts from there): read once for
+    all of them. None when no job needs it."""
+    return (
+        ledger_began()
+        if any(JOBS[name].schedule and latest.last_run is None for name, latest in runs.items())
+        else None
+    )
 
 
 def real_runs(job: Job) -> QuerySet[JobRun]:
@@ -150,17 +162,19 @@ def overdue(job: Job, now: datetime) -> bool:
     return bool(_lateness(job, now, last_run)[1])
 
 
-def health(job: Job, now: datetime, runs: Latest | None = None, *, backlog: bool = True) -> JobHealth:
+def health(
+    job: Job, now: datetime, runs: Latest | None = None, *, backlog: bool = True, began: datetime | None = None
+) -> JobHealth:
     """The job's verdict: the worst of what its last runs say (failing, resuming, running), whether the run
     due after the last one has come (late, or blocked when it came and found the lock held), and whether
     its work piles up (behind: its backlog is read unless `backlog` is false).
 
-    `runs`: its latest runs, when read already (latest_runs)."""
+    `runs`: its latest runs, when read already (latest_runs); `began`: when the ledger began, if read already."""
     runs = runs or latest_runs([job])[job.name]
     last_run, finished = runs.last_run, runs.finished
     next_run = scheduled(job, now, now)[0] if job.schedule else None
     verdict, note = _verdict(now, last_run, finished)
-    expected_at, overdue, overdue_note = _lateness(job, now, last_run)
+    expected_at, overdue, overdue_note = _lateness(job, now, last_run, began)
     left = job.backlog(now) if job.backlog and backlog else None
     behind = _behind(job, now, left, finished)
     if overdue and last_run is None:
@@ -213,7 +227,9 @@ def _verdict(now: datetime, last_run: JobRun | None, finished: list[JobRun]) -> 
     return "failing", f"Last run #{last.pk} {last.status}" + (f": {why}" if why else ".")
 
 
-def _lateness(job: Job, now: datetime, last_run: JobRun | None) -> tuple[datetime | None, str, str]:
+def _lateness(
+    job: Job, now: datetime, last_run: JobRun | None, began: datetime | None = None
+) -> tuple[datetime | None, str, str]:
     """When the run due after the last one was due, if it has not come within the job's grace: "late" when no
     call came, "blocked" when calls came and were skipped on a held lock; and a note saying which."""
     if job.schedule is None:
@@ -221,7 +237,7 @@ def _lateness(job: Job, now: datetime, last_run: JobRun | None) -> tuple[datetim
     if last_run is not None:
         since = last_run.started_at
     else:  # a new installation: nothing is due before the ledger's first run
-        began = JobRun.objects.order_by("id").values_list("started_at", flat=True).first()
+        began = began or ledger_began()
         if began is None:
             return None, "", ""
         since = began
@@ -271,10 +287,10 @@ def _behind(job: Job, now: datetime, backlog: Backlog | None, finished: list[Job
     return ""
 
 
-def missed_runs(job: Job, start: datetime, end: datetime, arrivals: list[datetime]) -> int:
+def missed_runs(job: Job, start: datetime, end: datetime, arrivals: list[datetime], began: datetime | None) -> int:
     """Scheduled times after `start` up to `end` that no call answered (a call, even a skipped one, answers the
-    last scheduled time at or before it). Linear in the times and calls."""
-    times = _due(job, start, end)
+    last scheduled time at or before it). Linear in the times and calls. `began`: see _due()."""
+    times = _due(job, start, end, began)
     arrivals = sorted(arrivals)
     missed = 0
     for fire, after in pairwise(times):
@@ -283,9 +299,14 @@ def missed_runs(job: Job, start: datetime, end: datetime, arrivals: list[datetim
     return missed
 
 
-def _due(job: Job, start: datetime, end: datetime) -> list[datetime]:
-    """The job's scheduled times after `start` up to `end`, and the one after those; none before the ledger began."""
-    began = JobRun.objects.order_by("id").values_list("started_at", flat=True).first()
+def ledger_began() -> datetime | None:
+    """When the ledger's first run started (None: no run yet): nothing is due before a new installation began."""
+    return JobRun.objects.order_by("id").values_list("started_at", flat=True).first()
+
+
+def _due(job: Job, start: datetime, end: datetime, began: datetime | None) -> list[datetime]:
+    """The job's scheduled times after `start` up to `end`, and the one after those; none before the ledger
+    `began` (ledger_began(): read once by a caller that asks for several jobs)."""
     if job.schedule is None or began is None:
         return []
     return scheduled(job, max(start, began), end)
@@ -313,8 +334,9 @@ def scheduled(job: Job, start: datetime, end: datetime) -> list[datetime]:
     return times[first : last + 1]
 
 
-def week(job: Job, now: datetime) -> str:
-    """The last 7 days in one phrase: how many of the runs due or made succeeded, and how many never came."""
+def week(job: Job, now: datetime, began: datetime | None) -> str:
+    """The last 7 days in one phrase: how many of the runs due or made succeeded, and how many never came.
+    `began`: when the ledger began (ledger_began())."""
     start = now - timedelta(days=7)
     runs = real_runs(job).filter(started_at__gte=start)  # a 7-day window, whatever the size of the ledger
     counts = {"finished": Count("id", filter=Q(status__in=FINISHED)),
@@ -326,7 +348,7 @@ def week(job: Job, now: datetime) -> str:
         # The database says which of the intervals between scheduled times a call falls in (width_bucket: call k
         # answers times[k - 1]) and counts the intervals answered, rather than sending every call here (a job
         # every 5 minutes makes 2,016 a week: 35 ms to read). missed_runs() is the same count, in Python.
-        times = _due(job, start, now - job.grace_period)
+        times = _due(job, start, now - job.grace_period, began)
         edges = ",".join(str(int(time.timestamp())) for time in times)  # one text, not 2,016 parameters (5 ms)
         slot = RawSQL("width_bucket(EXTRACT(EPOCH FROM started_at), %s::float8[])", [f"{{{edges}}}"], IntegerField())
         between = Q(started_at__gte=times[0], started_at__lt=times[-1]) if times else Q(pk=None)
@@ -337,7 +359,7 @@ def week(job: Job, now: datetime) -> str:
         calls = list(runs.values_list("started_at", "status"))
         finished = sum(status in FINISHED for _, status in calls)
         succeeded = sum(status == Status.SUCCEEDED for _, status in calls)
-        missed = missed_runs(job, start, now - job.grace_period, [started_at for started_at, _ in calls])
+        missed = missed_runs(job, start, now - job.grace_period, [started_at for started_at, _ in calls], began)
     total = finished + missed
     if not total:
         return "no finished runs"

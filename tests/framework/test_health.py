@@ -6,7 +6,7 @@ from itertools import takewhile
 
 import pytest
 
-from jobs.health import ago, cadence, describe, health, overview, scheduled, week, worst
+from jobs.health import ago, cadence, describe, health, ledger_began, overview, scheduled, week, worst
 from jobs.models import JobRun, Status, Trigger
 from jobs.registry import JOBS
 
@@ -137,7 +137,7 @@ def test_the_7_day_rate_counts_the_days_a_daily_run_never_came():
     ran("frequent", Status.SUCCEEDED, hours_ago=24 * 9)  # the ledger began 9 days ago
     for day in (0, 1, 2, 4, 5):  # at 02:00:36 each day; none 3 and 6 days ago
         ran("nightly", Status.SUCCEEDED, hours_ago=24 * day + 10 - 0.01)
-    assert week(JOBS["nightly"], NOW) == "71% of 7 succeeded (2 never came)"
+    assert week(JOBS["nightly"], NOW, ledger_began()) == "71% of 7 succeeded (2 never came)"
 
 
 def test_health_is_as_bad_as_its_worst_job():

@@ -12,7 +12,7 @@ from django.test import Client
 from django.utils import dateformat
 
 from jobs import checks, timefmt
-from jobs.health import describe, health, missed_runs
+from jobs.health import describe, health, ledger_began, missed_runs
 from jobs.models import JobRun, Status, Trigger
 from jobs.registry import JOBS, Job
 from tests.framework.testjobs import write
@@ -68,11 +68,11 @@ def test_the_health_endpoint_says_late_and_the_next_run_in_utc_across_the_change
 def test_missed_runs_are_counted_against_berlin_mornings():
     ran(at("2026-03-26 08:00:07"))  # the ledger begins
     arrivals = [at("2026-03-28 08:00:07"), at("2026-03-29 07:00:07"), at("2026-03-30 07:00:07")]
-    start, end = at("2026-03-27 12:00"), at("2026-03-30 12:00")
-    assert missed_runs(BERLIN, start, end, arrivals) == 0
-    assert missed_runs(BERLIN, start, end, [arrivals[0], arrivals[2]]) == 1
+    start, end, began = at("2026-03-27 12:00"), at("2026-03-30 12:00"), ledger_began()
+    assert missed_runs(BERLIN, start, end, arrivals, began) == 0
+    assert missed_runs(BERLIN, start, end, [arrivals[0], arrivals[2]], began) == 1
     # A call at 09:00 UTC would answer no Berlin morning of summer time in time: those are at 07:00 UTC.
-    assert missed_runs(BERLIN, start, end, [at("2026-03-28 08:00:07"), at("2026-03-30 09:00:00")]) == 1
+    assert missed_runs(BERLIN, start, end, [at("2026-03-28 08:00:07"), at("2026-03-30 09:00:00")], began) == 1
 
 
 def test_a_jitter_window_widens_the_grace(monkeypatch):
