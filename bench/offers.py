@@ -35,6 +35,8 @@ from typing import Any
 import psycopg
 from psycopg.types.numeric import Int8
 
+from bench.common import create_database
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/noshow_offers_bench"
 LIMIT = 1000
@@ -68,13 +70,6 @@ def main() -> None:
     report = render(args.slots, args.waiting, full, tenth, baseline) + render_idle(idle, args.repeat)
     print(report)
     args.out.write_text(report)
-
-
-def create_database(url: str) -> None:
-    name = url.rsplit("/", 1)[1]
-    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
 
 
 STATEMENTS = [

@@ -31,6 +31,8 @@ from typing import Any
 
 import psycopg
 
+from bench.common import create_database
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/noshow_outcomes_bench"
 CUSTOMERS = 1000
@@ -75,20 +77,13 @@ def main() -> None:
     print(f"written to {args.out}")
 
 
-def create_database(url: str) -> None:
-    name = url.rsplit("/", 1)[1]
-    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
-
-
 def seed(url: str, n: int) -> None:
     """N appointments that ended 2 hours to N/5 minutes ago, five ending each minute, all pending; set-based SQL."""
     with psycopg.connect(url) as conn:
         conn.execute(
             "TRUNCATE scoring_slotoffer, scoring_waitlistentry, scoring_customerscore, scoring_appointment, "
             "scoring_customer, scoring_shop, scoring_customerchange, scoring_dirtycustomer, scoring_scoringstate, "
-            "jobs_jobrun, jobs_joblease"
+            "jobs_jobrun, jobs_joblease, scoring_scorechange CASCADE"  # and what else points to them (booking policies)
         )
         conn.execute("INSERT INTO scoring_shop (id, name, created_at) VALUES (md5('shop')::uuid, 'Shop', now())")
         conn.execute(

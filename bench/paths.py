@@ -49,6 +49,8 @@ from typing import Any
 
 import psycopg
 
+from bench.common import create_database, wait_for
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/noshow_bench"
 SECRET = "bench-secret"
@@ -93,13 +95,6 @@ def main() -> None:
     print(report)
     args.out.write_text(report)
     print(f"written to {args.out}")
-
-
-def create_database(url: str) -> None:
-    name = url.rsplit("/", 1)[1].split("?")[0]
-    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
-        if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            admin.execute(f'CREATE DATABASE "{name}"')
 
 
 # The ledger ----------------------------------------------------------------------------------------------------
@@ -400,16 +395,6 @@ def get(url: str, headers: dict[str, str], status: int | None, expect: bytes = b
     if (status is not None and code != status) or expect not in body:
         sys.exit(f"{url}: unexpected answer {code}: {body[:300]!r}")
     return body
-
-
-def wait_for(port: int) -> None:
-    for _ in range(100):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit("the server did not start")
 
 
 # The report ----------------------------------------------------------------------------------------------------

@@ -37,6 +37,8 @@ from typing import Any
 
 import psycopg
 
+from bench.common import create_database, wait_for
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/noshow_bench"
 SHOP_SIZE = 100  # customers per shop
@@ -144,13 +146,6 @@ def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[
     if result.returncode != 0:
         sys.exit(f"{' '.join(command)} failed:\n{result.stderr}")
     return result
-
-
-def create_database(url: str) -> None:
-    name = url.rsplit("/", 1)[1]
-    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
-        if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            admin.execute(f'CREATE DATABASE "{name}"')
 
 
 def seeded(url: str, n: int) -> bool:
@@ -555,16 +550,6 @@ def measure_http(env: dict[str, str], requests: int) -> dict[str, float]:
         "p99_ms": timings[min(len(timings) - 1, int(len(timings) * 0.99))] * 1000,
         "requests": requests,
     }
-
-
-def wait_for(port: int) -> None:
-    for _ in range(100):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit("the server did not start")
 
 
 def render(n: int, job: dict, floor: dict, naive: dict, http: dict, repeat: int) -> str:

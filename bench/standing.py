@@ -38,7 +38,8 @@ from typing import Any
 
 import psycopg
 
-from bench.recompute import create_database, run, wait_for
+from bench.common import create_database, wait_for
+from bench.recompute import run
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/noshow_standing_bench"
