@@ -181,7 +181,7 @@ def seed(url: str, n: int) -> None:
         # History, not the day's changes: the first run is a full pass, so the triggers need not log it; and
         # valid by construction, so neither are its foreign keys checked (replica: no triggers fire at all).
         # The table's indexes are built after it is filled, as pg_dump's restore does: 10M rows inserted into
-        # six indexes at once did not finish in 27 minutes. All in this one transaction: a seed stopped midway
+        # its eight indexes at once did not finish in 27 minutes. All in one transaction: a seed stopped midway
         # leaves the table as it was, indexes included.
         conn.execute("SET LOCAL session_replication_role = replica")
         conn.execute("SET LOCAL maintenance_work_mem = '1GB'")
