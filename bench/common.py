@@ -1,4 +1,4 @@
-"""What the benchmarks share: their own database, and a server's port to wait for."""
+"""What the benchmarks share: their own database, emptied, and a server's port to wait for."""
 
 from __future__ import annotations
 
@@ -7,6 +7,13 @@ import sys
 import time
 
 import psycopg
+
+# Every table the benchmarks seed, emptied at once (and, by CASCADE, whatever else points to them).
+EMPTY = (
+    "TRUNCATE scoring_slotoffer, scoring_waitlistentry, scoring_customerscore, scoring_appointment, scoring_customer, "
+    "scoring_shop, scoring_customerchange, scoring_dirtycustomer, scoring_scoringstate, scoring_scorechange, "
+    "scoring_bookingpolicy, scoring_evaluation, scoring_adjustment, jobs_jobrun, jobs_joblease CASCADE"
+)
 
 
 def create_database(url: str) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 
 import psycopg
 
-from bench.common import create_database
+from bench.common import EMPTY, create_database
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/noshow_outcomes_bench"
@@ -80,11 +80,7 @@ def main() -> None:
 def seed(url: str, n: int) -> None:
     """N appointments that ended 2 hours to N/5 minutes ago, five ending each minute, all pending; set-based SQL."""
     with psycopg.connect(url) as conn:
-        conn.execute(
-            "TRUNCATE scoring_slotoffer, scoring_waitlistentry, scoring_customerscore, scoring_appointment, "
-            "scoring_customer, scoring_shop, scoring_customerchange, scoring_dirtycustomer, scoring_scoringstate, "
-            "jobs_jobrun, jobs_joblease, scoring_scorechange CASCADE"  # and what else points to them (booking policies)
-        )
+        conn.execute(EMPTY)
         conn.execute("INSERT INTO scoring_shop (id, name, created_at) VALUES (md5('shop')::uuid, 'Shop', now())")
         conn.execute(
             "INSERT INTO scoring_customer (id, shop_id, name, email, phone, created_at) "

@@ -37,7 +37,7 @@ from typing import Any
 
 import psycopg
 
-from bench.common import create_database, wait_for
+from bench.common import EMPTY, create_database, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/noshow_bench"
@@ -161,11 +161,7 @@ def seed(url: str, n: int) -> None:
     """N customers in N/100 shops, 10N appointments over the past year and next 3 weeks, all in SQL."""
     shops = max(1, n // SHOP_SIZE)
     with psycopg.connect(url) as conn:
-        conn.execute(
-            "TRUNCATE scoring_slotoffer, scoring_waitlistentry, scoring_customerscore, scoring_appointment, "
-            "scoring_customer, scoring_shop, scoring_customerchange, scoring_dirtycustomer, scoring_scoringstate, "
-            "jobs_jobrun, jobs_joblease, scoring_scorechange CASCADE"  # and what else points to them (booking policies)
-        )
+        conn.execute(EMPTY)
         conn.execute(
             "INSERT INTO scoring_shop (id, name, created_at) "
             "SELECT md5('shop' || i)::uuid, 'Shop ' || i, now() FROM generate_series(0, %s - 1) i",

@@ -38,7 +38,7 @@ from typing import Any
 
 import psycopg
 
-from bench.common import create_database, wait_for
+from bench.common import EMPTY, create_database, wait_for
 from bench.recompute import run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,11 +101,7 @@ def seeded(url: str, n: int, m: int) -> bool:
 def seed(url: str, n: int, m: int) -> None:
     shops, scored_customers = max(1, n // SHOP_SIZE), max(1, m // 10)
     with psycopg.connect(url) as conn:
-        conn.execute(
-            "TRUNCATE scoring_slotoffer, scoring_waitlistentry, scoring_customerscore, scoring_appointment, "
-            "scoring_customer, scoring_shop, scoring_customerchange, scoring_dirtycustomer, scoring_scoringstate, "
-            "scoring_bookingpolicy, scoring_evaluation, scoring_adjustment, jobs_jobrun, jobs_joblease"
-        )
+        conn.execute(EMPTY)
         for table in ("scoring_customer", "scoring_appointment", "scoring_customerscore"):
             conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")  # history: the marks are seeded below
         params = {"n": n, "m": m, "shops": shops, "scored": scored_customers}

@@ -3,13 +3,13 @@
 Migration 0019 looked up each changed customer's last change with max(at), one look-up per changed score, in a plan
 made once per session and kept. Planned on an empty history (a new installation, or all of it pruned) each look-up
 was a sequential scan of the history, the rows the statement itself was appending included: quadratic. At 10M
-appointments a day's incremental run took 11.5 s instead of 0.3 s, 8.9 s of it in one statement's trigger scanning
+appointments a day's incremental run took 11.5 s instead of 0.9 s, 8.9 s of it in one statement's trigger scanning
 22,629 rows 9,758 times (auto_explain); on other statistics max(at) walked the history's time index backwards past
 every other customer's recent changes, as slowly.
 
 Now the last changes are one grouped query over the changed customers: a probe of the (customer, at) index each, or
-one pass over the history, whatever the plan; no plan reads the history once per change. It is planned at each run
-(EXECUTE), from the history's size then rather than from the session's first run (under a millisecond).
+one pass over the history, whatever the plan; no plan reads the history once per change. It is planned at each
+statement (EXECUTE), from the history's size then rather than at the session's first (under a millisecond).
 """
 
 import importlib
