@@ -363,7 +363,16 @@ def week(job: Job, now: datetime, began: datetime | None) -> str:
     total = finished + missed
     if not total:
         return "no finished runs"
-    return f"{succeeded / total:.0%} of {total} succeeded" + (f" ({missed} never came)" if missed else "")
+    return f"{share(succeeded, total)} of {total} succeeded" + (f" ({missed} never came)" if missed else "")
+
+
+def share(part: int, whole: int) -> str:
+    """`part` of `whole` as a whole percentage that is never 0 % or 100 % when it is not (1 of 598: "<1%")."""
+    if 0 < part < whole / 100:
+        return "<1%"
+    if whole - whole / 100 < part < whole:
+        return ">99%"
+    return f"{part / whole:.0%}"
 
 
 def cadence(schedule: str) -> str:

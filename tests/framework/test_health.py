@@ -6,7 +6,7 @@ from itertools import takewhile
 
 import pytest
 
-from jobs.health import ago, cadence, describe, health, ledger_began, overview, scheduled, week, worst
+from jobs.health import ago, cadence, describe, health, ledger_began, overview, scheduled, share, week, worst
 from jobs.models import JobRun, Status, Trigger
 from jobs.registry import JOBS
 
@@ -159,3 +159,8 @@ def test_the_scheduled_times_kept_by_the_process_are_those_of_the_schedule_for_a
         expected = list(takewhile(lambda fire, end=end: fire <= end, job.fires(start)))
         expected.append(next(job.fires(expected[-1] if expected else start)))  # and the one after
         assert scheduled(job, start, end) == expected, (start, end)
+
+
+def test_a_rate_reads_0_or_100_percent_only_when_it_is():
+    assert [share(n, 598) for n in (0, 1, 5, 6, 592, 597, 598)] == ["0%", "<1%", "<1%", "1%", "99%", ">99%", "100%"]
+    assert [share(n, 7) for n in (0, 5, 7)] == ["0%", "71%", "100%"]

@@ -5,6 +5,7 @@ from argparse import ArgumentParser
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
 from django.utils import timezone
 
 from scoring import demo
@@ -39,5 +40,9 @@ class Command(BaseCommand):
         started = time.monotonic()
         sizes = {key: options[key] for key in ("shops", "customers", "appointments", "seed")}
         created = demo.seed(**sizes, now=timezone.now())
+        # The planner's statistics of what was just loaded, which autovacuum gathers only later: without them the
+        # first full pass over 300,000 demo appointments took 8.9 s on PostgreSQL, 0.9 s with them.
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")
         took = time.monotonic() - started
         self.stdout.write(", ".join(f"{n} {what}" for what, n in created.items()) + f" created in {took:.1f} s")
