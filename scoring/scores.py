@@ -208,8 +208,8 @@ class Batch:
     def where(self, column: str) -> tuple[str, dict[str, Any]]:
         """A WHERE fragment selecting this batch's customers by `column`, and its parameters."""
         prep = Customer._meta.get_field("id").get_db_prep_value
-        if self.ids and connection.vendor == "postgresql":
-            return f"{column} IN (SELECT unnest(%(ids)s::uuid[]))", {"ids": list(self.ids)}
+        if self.ids and connection.vendor == "postgresql":  # one array literal, rather than a parameter per id
+            return f"{column} IN (SELECT unnest(%(ids)s::uuid[]))", {"ids": "{" + ",".join(map(str, self.ids)) + "}"}
         if self.ids:
             return f"{column} IN (SELECT value FROM json_each(%(ids)s))", {"ids": json.dumps([i.hex for i in self.ids])}
         params = {"after": prep(self.after, connection), "upper": prep(self.upper, connection)}

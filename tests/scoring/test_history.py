@@ -235,14 +235,20 @@ def blocks_read(reports: list[str], table: str) -> int:
 def test_the_last_changes_are_looked_up_in_one_pass_or_a_probe_each_whatever_the_history_was_on_postgresql(plans):
     """Each change is dated after the customer's last (migration 0019). Looked up per change in a plan kept for the
     session, they were read from the whole history per change when planned on an empty one (a new installation, all
-    of it pruned), the rows the statement itself was appending included: quadratic (migration 0020)."""
+    of it pruned), the rows the statement itself was appending included: quadratic (migration 0020).
+
+    The history holds a change dated after the new scores, so that they are looked up (migration 0021)."""
     shop = make.shop()
     Customer.objects.bulk_create(Customer(shop=shop, name=f"c{i}") for i in range(2_000))
     recompute(NOW)
     change = "UPDATE scoring_customerscore SET score = score + 1, computed_at = computed_at + '1 hour'"
     read = []
+    later = Customer.objects.first()  # rescored by staff at a later `now` (rescore())
+    ScoreChange.objects.create(
+        customer=later, at=NOW + timedelta(days=1), previous_score=50, previous_tier="new", score=51, tier="new"
+    )
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE scoring_scorechange")  # empty
+        cursor.execute("ANALYZE scoring_scorechange")  # one row
         del plans[:]
         cursor.execute(change)  # 2,000 first changes
         read.append(blocks_read(plans, "scoring_scorechange"))
@@ -254,6 +260,31 @@ def test_the_last_changes_are_looked_up_in_one_pass_or_a_probe_each_whatever_the
         del plans[:]
         cursor.execute(change)  # 2,000 more
         read.append(blocks_read(plans, "scoring_scorechange"))
-    assert ScoreChange.objects.count() == 2_000 + 50_000 + 2_000
+    assert ScoreChange.objects.count() == 1 + 2_000 + 50_000 + 2_000
     # At most a block per row of the history (one pass, unvacuumed) and a probe of the index per change (4 blocks)
-    assert read[0] <= 0 + 6 * 2_000 and read[1] <= 52_000 + 6 * 2_000, read
+    assert read[0] <= 1 + 6 * 2_000 and read[1] <= 52_001 + 6 * 2_000, read
+    dated = ScoreChange.objects.filter(customer=later, at__gt=NOW).values_list("at", flat=True)
+    assert list(dated) == [NOW + timedelta(days=1)] * 3, "the changes were not looked up"
+
+
+@pytest.mark.postgres
+def test_changes_later_than_the_whole_history_read_only_its_end_on_postgresql(plans):
+    """A run's new scores are dated after every change in the history (nearly always): no look-up can move their
+    dates, and the trigger reads one probe of the history's time index, however long the history (migration 0021).
+    The changes are dated by their scores, and the history still ends at each stored score."""
+    shop = make.shop()
+    Customer.objects.bulk_create(Customer(shop=shop, name=f"c{i}") for i in range(2_000))
+    recompute(NOW)
+    with connection.cursor() as cursor:
+        cursor.execute(  # 50,000 earlier changes
+            "INSERT INTO scoring_scorechange (customer_id, at, score, tier, previous_score, previous_tier)"
+            " SELECT customer_id, computed_at - make_interval(days => n), 50, 'new', 50, 'new'"
+            " FROM scoring_customerscore, generate_series(1, 25) n"
+        )
+        cursor.execute("ANALYZE scoring_scorechange")
+        del plans[:]
+        cursor.execute("UPDATE scoring_customerscore SET score = score + 1, computed_at = computed_at + '1 hour'")
+    read = blocks_read(plans, "scoring_scorechange")
+    assert read <= 10, read
+    written = ScoreChange.objects.filter(at__gt=NOW)
+    assert written.count() == 2_000 and set(written.values_list("at", flat=True)) == {NOW + timedelta(hours=1)}
