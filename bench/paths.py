@@ -166,6 +166,8 @@ def seed(url: str, runs: int) -> int:
         conn.execute(LEDGER.replace("%(days)s", str(days)))
         others = scalar(conn, "SELECT count(*) FROM seed WHERE at <= now()")
         count = runs - others
+        if count < 0:
+            sys.exit(f"a ledger of {runs:,} runs is smaller than a day of the scheduled jobs' runs ({others:,})")
         conn.execute(OFFER_LOOP.replace("%(count)s", str(count)).replace("%(days)s", str(days)))
         has_real = conn.execute(
             "SELECT 1 FROM information_schema.columns WHERE table_name = 'jobs_jobrun' AND column_name = 'real'"
