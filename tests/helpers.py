@@ -1,7 +1,8 @@
-"""Real second connections, processes and servers, for tests of every layer."""
+"""Real second connections, processes and servers, for tests of every layer; what PostgreSQL's plans read."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -221,3 +222,16 @@ def waits_on(watcher: psycopg.Connection, waiter: Background, blocker: int) -> b
             return True
         time.sleep(0.01)
     return False
+
+
+def blocks_read(reports: list[str], table: str) -> int:
+    """The blocks that the scans of `table` read in the statements these auto_explain reports show."""
+
+    def scans(node: dict) -> Iterator[dict]:
+        if node.get("Relation Name") == table and node["Node Type"] != "ModifyTable":
+            yield node
+        for child in node.get("Plans", []):
+            yield from scans(child)
+
+    plans = [json.loads(report.split("plan:", 1)[1])["Plan"] for report in reports]
+    return sum(scan["Shared Hit Blocks"] + scan["Shared Read Blocks"] for plan in plans for scan in scans(plan))

@@ -3,9 +3,7 @@ before, written by the statements that change the scores, with the run; pruned w
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -20,7 +18,7 @@ from scoring import history, scores
 from scoring.models import Customer, CustomerScore, Outcome, ScoreChange
 from tests import factories as make
 from tests.factories import NOW
-from tests.helpers import outside_a_run
+from tests.helpers import blocks_read, outside_a_run
 from tests.scoring.test_incremental import apply, changes
 
 pytestmark = pytest.mark.django_db
@@ -196,39 +194,6 @@ def test_a_customer_deleted_by_raw_sql_takes_their_history_along_on_postgresql()
     with connection.cursor() as cursor:  # the database's cascade (migration 0017), not Django's
         cursor.execute("DELETE FROM scoring_customer WHERE id = %s", [customer.pk])
     assert list(ScoreChange.objects.values_list("customer_id", flat=True)) == [other.pk]
-
-
-@pytest.fixture
-def plans() -> Iterator[list[str]]:
-    """The plans PostgreSQL runs from here on, those of triggers' statements too, with the blocks each node read
-    (auto_explain, its reports sent to this session as notices)."""
-    reports: list[str] = []
-    connection.ensure_connection()
-    handler = lambda notice: reports.append(notice.message_primary)  # noqa: E731
-    connection.connection.add_notice_handler(handler)
-    explain = {"min_duration": "0", "nested_statements": "on", "analyze": "on", "buffers": "on", "timing": "off",
-               "level": "notice", "format": "json"}  # fmt: skip
-    with connection.cursor() as cursor:
-        cursor.execute("LOAD 'auto_explain'")
-        for name, value in explain.items():
-            cursor.execute(f"SET auto_explain.log_{name} = {value}")
-    yield reports
-    with connection.cursor() as cursor:
-        cursor.execute("SET auto_explain.log_min_duration = -1")
-    connection.connection.remove_notice_handler(handler)
-
-
-def blocks_read(reports: list[str], table: str) -> int:
-    """The blocks that the scans of `table` read in the statements these auto_explain reports show."""
-
-    def scans(node: dict) -> Iterator[dict]:
-        if node.get("Relation Name") == table and node["Node Type"] != "ModifyTable":
-            yield node
-        for child in node.get("Plans", []):
-            yield from scans(child)
-
-    plans = [json.loads(report.split("plan:", 1)[1])["Plan"] for report in reports]
-    return sum(scan["Shared Hit Blocks"] + scan["Shared Read Blocks"] for plan in plans for scan in scans(plan))
 
 
 @pytest.mark.postgres
