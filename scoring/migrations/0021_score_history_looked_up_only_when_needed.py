@@ -7,7 +7,8 @@ than every change in the history: then no look-up can move a date, and the trigg
 history's time index (one probe) instead of the last change of every changed customer (a probe each, migration
 0020). With a history of 1,000,000 changes (ten per customer, over 90 days), a day's incremental run at 1M
 appointments slid the window in 57 ms and rescored the marked customers in 35 ms; with this, 31 ms and 28 ms (the
-same statements with no history at all: 28 and 30 ms).
+same statements with no history at all: 28 and 30 ms). bench.recompute, with a history as 90 days leave it (300,000
+changes): the run's own work 125 ms before, 98 ms after.
 
 When a change in the history is later (a resumed full pass writes at the time it began; a staff member rescored a
 customer at a later `now`), the look-up is 0020's.
