@@ -355,10 +355,11 @@ def _slide(since: datetime, now: datetime, run: int | None = None) -> int:
     # them is read once, whatever its statistics and dead rows say (planned on a log counted empty, with the rows the
     # last move deleted still in it, it was read again for each score moved). On SQLite no one else writes during a
     # run: the log is empty here (and the count of the rows an UPDATE changed does not survive a WITH).
-    log = CustomerChange._meta.db_table
-    late = "late" if connection.vendor == "postgresql" else log
+    late, with_late = CustomerChange._meta.db_table, ""
+    if connection.vendor == "postgresql":
+        late, with_late = "late", f"WITH late AS MATERIALIZED (SELECT customer_id FROM {late})"
     sql = f"""
-        {f"WITH late AS MATERIALIZED (SELECT customer_id FROM {log})" if late != log else ""}
+        {with_late}
         UPDATE {scores} SET
             attended = {new["a"]}, no_shows = {new["n"]}, late_cancels = {new["l"]}, cancellations = {new["c"]},
             score = {score}, tier = {tier},

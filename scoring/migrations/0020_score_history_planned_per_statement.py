@@ -18,10 +18,8 @@ from django.db import migrations
 
 IN_ORDER = importlib.import_module("scoring.migrations.0019_score_history_in_order")
 
-POSTGRESQL = """
-CREATE OR REPLACE FUNCTION scoring_score_changed() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN  -- only the rows whose score or tier changed (a run also rewrites a row whose counts alone changed)
-    EXECUTE '
+# The changes, each dated after the customer's last: one statement, run by EXECUTE (planned at each run).
+LOOK_UP = """
         WITH changed AS (
             SELECT n.customer_id, n.computed_at, n.score, n.tier, o.score AS previous_score,
                    o.tier AS previous_tier, n.run_id
@@ -34,7 +32,12 @@ BEGIN  -- only the rows whose score or tier changed (a run also rewrites a row w
         INSERT INTO scoring_scorechange (customer_id, at, score, tier, previous_score, previous_tier, run_id)
         SELECT changed.customer_id, GREATEST(changed.computed_at, last.at), score, tier, previous_score,
                previous_tier, run_id
-        FROM changed LEFT JOIN last ON last.customer_id = changed.customer_id';
+        FROM changed LEFT JOIN last ON last.customer_id = changed.customer_id"""
+
+POSTGRESQL = f"""
+CREATE OR REPLACE FUNCTION scoring_score_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN  -- only the rows whose score or tier changed (a run also rewrites a row whose counts alone changed)
+    EXECUTE '{LOOK_UP}';
     RETURN NULL;
 END $$;
 """

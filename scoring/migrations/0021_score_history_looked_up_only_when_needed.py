@@ -11,7 +11,7 @@ same statements with no history at all: 28 and 30 ms). bench.recompute, with a h
 changes): the run's own work 125 ms before, 98 ms after.
 
 When a change in the history is later (a resumed full pass writes at the time it began; a staff member rescored a
-customer at a later `now`), the look-up is 0020's.
+customer at a later `now`), the look-up is 0020's (its LOOK_UP).
 """
 
 import importlib
@@ -20,7 +20,7 @@ from django.db import migrations
 
 PER_STATEMENT = importlib.import_module("scoring.migrations.0020_score_history_planned_per_statement")
 
-POSTGRESQL = """
+POSTGRESQL = f"""
 CREATE OR REPLACE FUNCTION scoring_score_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     latest timestamptz;
@@ -33,20 +33,7 @@ BEGIN  -- only the rows whose score or tier changed (a run also rewrites a row w
             FROM new_rows n JOIN old_rows o ON o.customer_id = n.customer_id
             WHERE o.score <> n.score OR o.tier <> n.tier;
     ELSE
-        EXECUTE '
-            WITH changed AS (
-                SELECT n.customer_id, n.computed_at, n.score, n.tier, o.score AS previous_score,
-                       o.tier AS previous_tier, n.run_id
-                FROM new_rows n JOIN old_rows o ON o.customer_id = n.customer_id
-                WHERE o.score <> n.score OR o.tier <> n.tier
-            ), last AS (
-                SELECT customer_id, max(at) AS at FROM scoring_scorechange
-                WHERE customer_id IN (SELECT customer_id FROM changed) GROUP BY customer_id
-            )
-            INSERT INTO scoring_scorechange (customer_id, at, score, tier, previous_score, previous_tier, run_id)
-            SELECT changed.customer_id, GREATEST(changed.computed_at, last.at), score, tier, previous_score,
-                   previous_tier, run_id
-            FROM changed LEFT JOIN last ON last.customer_id = changed.customer_id';
+        EXECUTE '{PER_STATEMENT.LOOK_UP}';
     END IF;
     RETURN NULL;
 END $$;
