@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db.models import Count, Exists, OuterRef, Q
 
 from jobs.models import JobRun
-from scoring import adjustments, rules
+from scoring import adjustments, history, rules
 from scoring.models import (
     Action,
     Adjustment,
@@ -132,8 +132,7 @@ def explain(customer_id: uuid.UUID, now: datetime) -> Explanation:
     visits = Appointment.objects.filter(customer=customer).select_related("shop").order_by("-starts_at", "-id")
     listed = list(visits[: LISTED + 1])
     entries = list(Adjustment.objects.filter(customer=customer).order_by("-at", "-id")[:ADJUSTMENTS])
-    changes = ScoreChange.objects.filter(customer=customer).select_related("run").order_by("-at", "-id")
-    history = list(changes[:HISTORY])
+    changes = list(history.of(customer.pk).select_related("run")[:HISTORY])
     by_visit: dict[uuid.UUID, list[Adjustment]] = defaultdict(list)
     for entry in entries:
         if entry.appointment_id is not None:
@@ -153,7 +152,7 @@ def explain(customer_id: uuid.UUID, now: datetime) -> Explanation:
     return Explanation(
         customer=customer, score=score, run=score.run if score else None, marked=customer.marked,
         effective=effective, pin=pin, window_start=start, window_end=end, counts=counts, counted=counted,
-        not_counted=not_counted, unresolved=unresolved, more=len(listed) > LISTED, history=history[::-1],
+        not_counted=not_counted, unresolved=unresolved, more=len(listed) > LISTED, history=changes[::-1],
     )  # fmt: skip
 
 

@@ -3,16 +3,18 @@ as the job runs (JOB_RUNS_RETENTION_DAYS), and drawn on the customer's page as a
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.db.models import Max, Min, QuerySet
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from jobs.timefmt import utc
 from scoring import rules
-from scoring.models import ScoreChange, Tier
+from scoring.models import ScoreChange, Tier, UTCDate
 
 
 def cutoff(now: datetime) -> datetime:
@@ -24,6 +26,20 @@ def prune(now: datetime) -> int:
     """Delete the changes older than the retention, in one statement (each change says what the score was
     before it, so the history still reads from its first row). Returns how many were deleted."""
     return ScoreChange.objects.filter(at__lt=cutoff(now)).delete()[0]
+
+
+def of(customer_id: uuid.UUID) -> QuerySet[ScoreChange]:
+    """A customer's changes, newest first: from the history's (day, customer) index, a probe for each day from the
+    history's first change to its last (the ends of its time index: one query). The index is by day so that a run's
+    changes, all dated at its `now`, are written to a few pages of it rather than a page each (migration 0022)."""
+    span = ScoreChange.objects.aggregate(first=Min("at"), last=Max("at"))
+    first, last = (span[end].astimezone(UTC).date() if span[end] else None for end in ("first", "last"))
+    days = [first + timedelta(days=n) for n in range((last - first).days + 1)] if first and last else []
+    return (
+        ScoreChange.objects.alias(day=UTCDate("at"))
+        .filter(day__in=days, customer_id=customer_id)
+        .order_by("-at", "-id")
+    )
 
 
 BANDS = (  # (tier, lowest score, highest score, fill): the tiers a score falls in once it is not `new`

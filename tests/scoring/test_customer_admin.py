@@ -100,7 +100,7 @@ def test_a_customer_s_page_explains_the_score_in_the_same_queries_whatever_the_h
 ):
     people = scored(("ada", [Outcome.NO_SHOW, Outcome.LATE_CANCEL] * (appointments // 2)))
     client = staff("view_customer", "forgive", "pin_tier")
-    with django_assert_max_num_queries(13):  # the admin's 6 (session, user, permissions, ...), the explanation's 6
+    with django_assert_max_num_queries(13):  # the admin's 6 (session, user, permissions, ...), the explanation's 7
         response = client.get(reverse("admin:scoring_customer_change", args=[people["ada"].pk]))
     html = response.content.decode()
     a, n, l = 0, appointments // 2, appointments // 2  # noqa: E741
