@@ -11,9 +11,10 @@ trigger off.
 
 What read the history by customer reads it a probe per (UTC) day from its first change to its last, about the
 retention's 90: a customer's page (scoring.history.of) and the cascade of a deleted customer (PostgreSQL's trigger,
-migration 0017). The trigger's look-up of the customers' last changes, when the history holds a change later than a
-new score (migrations 0019-0021), needs only the changes later than the earliest new score: it reads those from the
-time index, planned with that time.
+migration 0017; Django no longer deletes the history itself there: its DELETE by customer would now scan it). The
+trigger's look-up of the customers' last changes, when the history holds a change later than a new score
+(migrations 0019-0021), needs only the changes later than the earliest new score: it reads those from the time
+index, planned with that time.
 """
 
 import importlib
@@ -111,5 +112,13 @@ class Migration(migrations.Migration):
             index=models.Index(scoring.models.UTCDate("at"), models.F("customer"), name="score_change_day"),
         ),
         migrations.RemoveIndex(model_name="scorechange", name="score_change_customer"),
+        migrations.AlterField(  # Django leaves the cascade to PostgreSQL's trigger (a change of Django's only)
+            model_name="scorechange",
+            name="customer",
+            field=models.ForeignKey(
+                db_constraint=False, db_index=False, on_delete=scoring.models.cascade_unless_postgresql,
+                related_name="score_changes", to="scoring.customer",
+            ),
+        ),
         migrations.RunPython(forward, backward),
     ]
