@@ -233,5 +233,15 @@ def blocks_read(reports: list[str], table: str) -> int:
         for child in node.get("Plans", []):
             yield from scans(child)
 
-    plans = [json.loads(report.split("plan:", 1)[1])["Plan"] for report in reports]
-    return sum(scan["Shared Hit Blocks"] + scan["Shared Read Blocks"] for plan in plans for scan in scans(plan))
+    return sum(
+        scan["Shared Hit Blocks"] + scan["Shared Read Blocks"] for plan in _plans(reports) for scan in scans(plan)
+    )
+
+
+def pages_written(reports: list[str], table: str) -> int:
+    """The pages of `table` and its indexes first dirtied by the statements writing to it that these reports show."""
+    return sum(plan["Shared Dirtied Blocks"] for plan in _plans(reports) if plan.get("Relation Name") == table)
+
+
+def _plans(reports: list[str]) -> list[dict]:
+    return [json.loads(report.split("plan:", 1)[1])["Plan"] for report in reports]
