@@ -124,7 +124,7 @@ def _move_marks() -> None:
     """Move the triggers' log into the dirty set, in one statement (PostgreSQL) or one transaction (SQLite,
     whose writers wait for it): every change is in one of the two, whoever writes meanwhile."""
     log, dirty = CustomerChange._meta.db_table, DirtyCustomer._meta.db_table
-    with transaction.atomic(), connection.cursor() as cursor:
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:  # a failure fails the run: no savepoint
         if connection.vendor == "postgresql":
             cursor.execute(
                 f"WITH moved AS (DELETE FROM {log} RETURNING customer_id) "
@@ -182,21 +182,23 @@ def _incremental(ctx: Context, state: ScoringState, batch_size: int, tally: Tall
     many remain marked and how many were due."""
     assert state.last_now is not None
     ctx.keep_alive()
-    with transaction.atomic():  # the scores' new window and its record, or neither
+    # The scores' new window and its record, or neither (a failure fails the run: no savepoint of its own).
+    with transaction.atomic(savepoint=False):
         slid = _slide(state.last_now, ctx.now, ctx.run_id)
         state.last_now = ctx.now
         state.save()
     tally.total, tally.changed = tally.total + slid, tally.changed + slid
-    marked = DirtyCustomer.objects.count()
     due = DirtyCustomer.objects.order_by("customer_id").values_list("customer_id", flat=True)
-    after, more = _FIRST, marked > 0
-    while more and (ids := list(due.filter(customer_id__gt=after)[:batch_size])):
+    after, scored, remaining = _FIRST, 0, 0
+    while ids := list(due.filter(customer_id__gt=after)[:batch_size]):
         _score_batch(ctx, tally, Batch(ids=ids, size=len(ids)), at=ctx.now)
-        after, more = ids[-1], len(ids) == batch_size
-        if ctx.out_of_time():
+        after, scored = ids[-1], scored + len(ids)
+        if len(ids) < batch_size:
             break
-    remaining = due.filter(customer_id__gt=after).count() if more else 0
-    return remaining, slid + marked
+        if ctx.out_of_time():
+            remaining = due.filter(customer_id__gt=after).count()
+            break
+    return remaining, slid + scored + remaining
 
 
 @dataclass
