@@ -15,7 +15,7 @@ from jobs.runner import run_job
 from scoring import rules
 from scoring.models import Appointment, CustomerScore, Outcome, ScoringState
 from tests import factories as make
-from tests.scoring.test_incremental import full_recompute, stored
+from tests.scoring.test_incremental import dirty, full_recompute, stored
 
 pytestmark = pytest.mark.django_db
 CUSTOMERS = 14
@@ -138,3 +138,32 @@ def test_on_sqlite_an_insert_or_replace_that_sets_an_appointment_back_to_pending
     after = run()
     assert after.counters["dirty"] >= 1
     assert stored() == full_recompute(at(after))
+
+
+@pytest.mark.django_db(transaction=True)  # as in production: on SQLite no transaction around a run but its own
+def test_a_run_that_fails_after_the_slide_leaves_the_window_the_scores_and_the_marks_as_they_were(
+    history, monkeypatch, settings
+):
+    leaving = make.customer()  # a no-show that leaves the window during the next day
+    make.appointment(leaving, timezone.now() - timedelta(days=settings.RECOMPUTE_SCORES_WINDOW_DAYS, hours=-12),
+                     Outcome.NO_SHOW)  # fmt: skip
+    first = run()
+    marked = make.customer()
+    make.appointment(marked, timezone.now() - timedelta(days=1), Outcome.NO_SHOW)
+    before, end = stored(), ScoringState.objects.get().last_now
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("the disk is full")
+
+    with time_machine.travel(timezone.now() + timedelta(days=1)):
+        with monkeypatch.context() as patch:
+            patch.setattr(ScoringState, "save", broken)  # the window's new end, recorded after the slide
+            failed = run()
+        assert (failed.status, failed.errors) == (Status.FAILED, ["RuntimeError: the disk is full"])
+        assert stored() == before  # the slide undone with it: no score is a day ahead of the window's end
+        assert ScoringState.objects.get().last_now == end == at(first)
+        assert marked.pk in dirty()  # the marks kept, wherever the move left them
+        after = run()
+    assert after.status == Status.SUCCEEDED
+    assert stored() == full_recompute(at(after))
+    assert CustomerScore.objects.get(customer=leaving).no_shows == 0
